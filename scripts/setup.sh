@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Set up everything vm5k needs on a Debian 12 machine, as root, idempotently:
+#   - the Debian packages (QEMU, libvirt, dnsmasq, OpenSSH, image-building tools), installed only if missing;
+#   - the Python environment in .venv/ at the repository root (vm5k and its test tools), rebuilt only
+#     when pyproject.toml changed.
+# A second run on a set-up machine takes about a second and downloads nothing.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+
+# Hosts, testbed nodes and guest-image builder all use the machine's own packages.
+APT_PACKAGES=(
+    python3 python3-venv ca-certificates git
+    qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
+    dnsmasq-base openssh-server openssh-client iproute2 iputils-ping netcat-openbsd
+    genisoimage debootstrap busybox-static e2fsprogs cpio kmod xz-utils zstd
+    procps psmisc util-linux
+)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+# pip's notes about optional local package indexes that a machine lacks are noise; its errors are not.
+pip_quiet() { "$VENV/bin/pip" "$@" 2>&1 | { grep -v 'is ignored: it is neither' || true; } >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: error: run as root (the testbed needs namespaces, bridges and libvirt)" >&2
+    exit 2
+fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
+    [ "${status:0:2}" = "ii" ] || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    log "Debian packages already installed"
+fi
+
+# Debian's own interpreter, so that the venv behaves the same on every Debian 12 machine.
+PYTHON=/usr/bin/python3
+stamp="$VENV/.vm5k-setup-stamp"
+want=$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing vm5k and its Python dependencies into $VENV"
+    pip_quiet install -q --upgrade pip
+    pip_quiet install -q -e "$ROOT[test]"
+    "$VENV/bin/python" -c 'import vm5k, g5k_testbed' || { log "error: the Python environment is broken"; exit 1; }
+    echo "$want" > "$stamp"
+else
+    log "Python environment up to date"
+fi
+log "ready: $VENV/bin/vm5k"

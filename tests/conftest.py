@@ -1,0 +1,14 @@
+"""Session-wide safety for every test.
+
+Grid'5000 clients (python-grid5000, execo, vm5k itself) read their configuration from the user's home and
+default to the real api.grid5000.fr. Before any test runs, HOME points at a fresh temporary folder and the
+variables that could name a real API are removed, so nothing here can ever reach the real Grid'5000.
+"""
+
+import os
+import tempfile
+
+_HOME = tempfile.mkdtemp(prefix="vm5k-test-home-")
+os.environ["HOME"] = _HOME
+for _var in ("GRID5000_API", "VM5K_API", "VM5K_SSH_CONFIG", "http_proxy", "https_proxy"):
+    os.environ.pop(_var, None)
