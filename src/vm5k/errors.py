@@ -1,0 +1,35 @@
+"""The exceptions vm5k raises on purpose, and the exit status each one means.
+
+Every module raises one of these instead of printing and exiting, so that the command line is the only
+place that turns a failure into a message and an exit status, and library users get exceptions they can
+catch. The message of a `Vm5kError` is a single line written for the user: it names the problem.
+"""
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the deployment ran but did not fully succeed (KO hosts or VMs, platform refused, ...)
+EXIT_USAGE = 2  # bad input: nothing was reserved, started or written remotely
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: the state was saved, the message says how to resume or destroy
+
+
+class Vm5kError(Exception):
+    """A failure vm5k explains to the user in one line."""
+
+    exit_status = EXIT_FAILURE
+
+
+class UsageError(Vm5kError):
+    """Bad user input (options, template, topology file, resource grammar). Nothing was touched."""
+
+    exit_status = EXIT_USAGE
+
+
+class PlatformError(Vm5kError):
+    """The platform (Grid'5000 API, OAR, Kadeploy, KaVLAN, SSH hosts) refused or failed."""
+
+
+class RemoteError(Vm5kError):
+    """A command or a copy on remote hosts failed; the message names the hosts."""
+
+
+class DeploymentError(Vm5kError):
+    """The deployment could not give what was asked (hosts or VMs KO, not enough capacity left)."""
