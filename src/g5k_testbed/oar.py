@@ -1,0 +1,254 @@
+"""OAR for one site: job submission, deletion and the job life cycle on the testbed's clock.
+
+`waiting → launching → running → terminated | error`: a job launches at its `scheduled_at`, runs
+`launch_delay` seconds later, and ends at its walltime (`error`, as OAR kills it) or when its command ends
+(`terminated`; the testbed knows how long `sleep N` lasts and treats every other command as running until
+the walltime). Time only moves in `advance(now)`, which replays every due event in date order, so a clock
+that jumps a day ahead gives the same history as one that ticked through it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from dataclasses import dataclass, field
+
+from .jobs import FINAL_STATES, Job
+from .oar_grammar import ResourceRequest, format_walltime, parse_resources
+from .oar_properties import Predicate, compile_filter
+from .oar_scheduler import NotEnoughResources, Placement, SiteScheduler
+from .timefmt import format_paris
+
+DEFAULT_WALLTIME = 3600
+_SLEEP = re.compile(r"^\s*sleep\s+(\d+)\s*$")
+
+
+class OarError(Exception):
+    """A request OAR refuses; `status` is the HTTP status g5k-api answers with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Change:
+    """Something the rest of the testbed must react to (vlans back to DEFAULT, subnets for DHCP)."""
+
+    kind: str  # "started" | "ended"
+    job: Job
+
+
+@dataclass
+class _Counter:
+    value: int = 0
+
+    def next(self) -> int:
+        self.value += 1
+        return self.value
+
+
+@dataclass
+class OarSite:
+    """The jobs of one site, with their scheduler."""
+
+    site: str
+    scheduler: SiteScheduler
+    job_ids: _Counter
+    event_ids: _Counter
+    launch_delay: int = 1
+    jobs: dict[int, Job] = field(default_factory=dict)
+    _events: list[tuple[int, int, int, str]] = field(default_factory=list)
+    _seq: int = 0
+    _dirty_gantt: bool = False
+    dirty: set[int] = field(default_factory=set)  # jobs changed since the testbed last saved them
+
+    # ------------------------------------------------------------------ helpers
+    def _push(self, when: int, uid: int, kind: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (when, self._seq, uid, kind))
+
+    def _book(self, job: Job) -> None:
+        self.scheduler.book(job.uid, job.start, job.end, job.nodes, job.vlans, job.subnets)
+
+    def _release(self, job: Job) -> None:
+        self.scheduler.release(job.uid, job.nodes, job.vlans, job.subnets)
+
+    def _apply(self, job: Job, placement: Placement, request: ResourceRequest) -> None:
+        job.scheduled_at = placement.start
+        job.nodes = placement.nodes
+        job.cores = {fqdn: self.scheduler.node_props[fqdn]["core_count"] or 1 for fqdn in placement.nodes}
+        job.vlans = placement.vlans
+        job.subnets = placement.subnets
+        kind = "R" if job.reservation is not None else "B"
+        message = f"R={sum(job.cores.values())},W={format_walltime(job.walltime)},J={kind}"
+        if job.types:
+            message += ",T=" + "|".join(job.types)
+        job.message = message
+        job.touch()
+
+    def _schedule_events(self, job: Job) -> None:
+        self._push(job.scheduled_at, job.uid, "launch")
+
+    def _extra_filter(self, job: Job) -> Predicate | None:
+        return compile_filter(job.properties) if job.properties.strip() else None
+
+    # ------------------------------------------------------------------ submission
+    def submit(self, job: Job, now: int) -> Job:
+        """Place and record a new job (its uid is already set); raises OarError when OAR would refuse it."""
+        try:
+            request = parse_resources(job.resources)
+            extra = self._extra_filter(job)
+        except ValueError as exc:
+            raise OarError(f"Bad resource request: {exc}") from exc
+        if job.queue not in self.scheduler.queues and job.queue != "admin":
+            raise OarError(f"[ADMISSION RULE] The queue {job.queue} does not exist")
+        job.walltime = request.walltime or job.walltime or DEFAULT_WALLTIME
+        sleep = _SLEEP.match(job.command or "")
+        if sleep and int(sleep.group(1)) < job.walltime:
+            job.command_seconds = int(sleep.group(1))
+        try:
+            if job.reservation is not None:
+                start = max(job.reservation, now)
+                placement = self.scheduler.place(request, job.queue, job.walltime, start, extra, exact=True)
+                if placement is None:
+                    later = self.scheduler.place(request, job.queue, job.walltime, start, extra)
+                    assert later is not None
+                    raise OarError(
+                        f"Reservation not valid --> KO (This reservation could run at "
+                        f"{format_paris(later.start)})"
+                    )
+            else:
+                placement = self.scheduler.place(request, job.queue, job.walltime, now, extra)
+                assert placement is not None
+        except NotEnoughResources as exc:
+            raise OarError(str(exc)) from exc
+        self._apply(job, placement, request)
+        self.jobs[job.uid] = job
+        self.dirty.add(job.uid)
+        self._book(job)
+        self._schedule_events(job)
+        return job
+
+    def restore(self, job: Job) -> None:
+        """Put back a job loaded from the state folder (its bookings and pending events)."""
+        self.jobs[job.uid] = job
+        if job.state in FINAL_STATES:
+            return
+        self._book(job)
+        if job.state == "waiting":
+            self._push(job.scheduled_at, job.uid, "launch")
+        elif job.state == "launching":
+            self._push(job.started_at + self.launch_delay, job.uid, "run")
+        self._push(self._end_time(job), job.uid, "end")
+
+    # ------------------------------------------------------------------ deletion
+    def delete(self, job: Job, now: int) -> list[Change]:
+        if job.state in FINAL_STATES:
+            raise OarError(f"This job was already killed (job {job.uid} is {job.state.capitalize()})")
+        job.add_event(
+            self.event_ids.next(),
+            now,
+            "FRAG_JOB_REQUEST",
+            f"User {job.user} requested to frag the job {job.uid}",
+        )
+        was_running = job.state in ("launching", "running")
+        if was_running:
+            job.add_event(
+                self.event_ids.next(), now, "SEND_KILL_JOB", f"Send the kill signal to the job {job.uid}"
+            )
+            job.stopped_at = now
+        job.add_event(
+            self.event_ids.next(), now, "SWITCH_INTO_ERROR_STATE", "Switch the job into the Error state"
+        )
+        job.state = "error"
+        job.message = f"job killed by {job.user} directly" if not was_running else job.message
+        self._release(job)
+        self._dirty_gantt = True
+        job.touch()
+        self.dirty.add(job.uid)
+        return [Change("ended", job)] if was_running else []
+
+    # ------------------------------------------------------------------ time
+    def _end_time(self, job: Job) -> int:
+        start = job.started_at or job.scheduled_at
+        if job.command_seconds is not None:
+            return start + min(job.command_seconds, job.walltime)
+        return start + job.walltime
+
+    def next_event_time(self) -> int | None:
+        return self._events[0][0] if self._events else None
+
+    def advance(self, now: int) -> list[Change]:
+        """Replay every event due at or before `now`, in date order."""
+        changes: list[Change] = []
+        if self._dirty_gantt:
+            self.compact(now)
+        while self._events and self._events[0][0] <= now:
+            when, _, uid, kind = heapq.heappop(self._events)
+            job = self.jobs.get(uid)
+            if job is None:
+                continue
+            self.dirty.add(uid)
+            if kind == "launch" and job.state == "waiting" and job.scheduled_at == when:
+                job.state = "launching"
+                job.started_at = when
+                job.touch()
+                self._push(when + self.launch_delay, uid, "run")
+                self._push(self._end_time(job), uid, "end")
+            elif kind == "run" and job.state == "launching":
+                job.state = "running"
+                job.touch()
+                changes.append(Change("started", job))
+            elif kind == "end" and job.state in ("launching", "running") and self._end_time(job) == when:
+                job.stopped_at = when
+                if job.command_seconds is not None and job.command_seconds < job.walltime:
+                    job.state, job.exit_code = "terminated", 0
+                    job.add_event(
+                        self.event_ids.next(),
+                        when,
+                        "SWITCH_INTO_TERMINATE_STATE",
+                        f"The job {job.uid} is terminated",
+                    )
+                else:
+                    job.add_event(
+                        self.event_ids.next(),
+                        when,
+                        "WALLTIME",
+                        f"[sarko] Job [{job.uid}] from {job.started_at} with {job.walltime}; "
+                        f"current time={when} (Elapsed)",
+                    )
+                    job.add_event(
+                        self.event_ids.next(),
+                        when,
+                        "SWITCH_INTO_ERROR_STATE",
+                        "Switch the job into the Error state",
+                    )
+                    job.state = "error"
+                self._release(job)
+                self._dirty_gantt = True
+                changes.append(Change("ended", job))
+            if self._dirty_gantt:
+                self.compact(when)
+        return changes
+
+    def compact(self, now: int) -> None:
+        """Move waiting batch jobs earlier when resources were freed (never later, never reservations)."""
+        self._dirty_gantt = False
+        for uid in sorted(self.jobs):
+            job = self.jobs[uid]
+            if job.state != "waiting" or job.reservation is not None or job.scheduled_at <= now:
+                continue
+            request = parse_resources(job.resources)
+            self._release(job)
+            try:
+                placement = self.scheduler.place(
+                    request, job.queue, job.walltime, now, self._extra_filter(job)
+                )
+            except NotEnoughResources:
+                placement = None
+            if placement is not None and placement.start < job.scheduled_at:
+                self._apply(job, placement, request)
+                self.dirty.add(uid)
+                self._schedule_events(job)
+            self._book(job)
