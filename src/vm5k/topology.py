@@ -94,7 +94,7 @@ def parse_int(value: object, what: str, *, minimum: int = 1, maximum: int | None
         raise UsageError(f"{what} must be an integer, not {shown(value)}")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and re.fullmatch(r"\s*\+?\d{1,18}\s*", value):
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,18}\s*", value):
         number = int(value)
     else:
         raise UsageError(f"{what} must be an integer, not {shown(value)}")
