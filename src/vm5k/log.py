@@ -1,0 +1,86 @@
+"""The one logger set-up of vm5k.
+
+Modules log with ``logging.getLogger(__name__)`` (children of the ``vm5k`` logger) and never configure
+anything. The command line calls `setup_logging` once: on a terminal, rich's handler (colours, aligned
+times); in a pipe or a file, plain lines with no control codes. `add_file_handler` then adds the outdir's
+``vm5k.log``, which gets everything the console gets and debug lines too when ``-v`` is given.
+
+Both are idempotent: calling them again (tests run ``main`` many times in one process) replaces the
+handlers they installed instead of stacking them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+LOGGER_NAME = "vm5k"
+PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
+FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_MARK = "_vm5k_handler"  # attribute set on the handlers installed here
+
+
+def level_for(verbosity: int) -> int:
+    """-1 (``-q``): warnings; 0: info; 1 (``-v``): debug."""
+    return logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
+
+
+def _remove(logger: logging.Logger, kind: str) -> None:
+    for handler in list(logger.handlers):
+        if getattr(handler, _MARK, None) == kind:
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+def setup_logging(verbosity: int = 0, stream: TextIO | None = None) -> logging.Logger:
+    """Configure the ``vm5k`` logger's console handler (on stderr by default) and return the logger."""
+    stream = stream if stream is not None else sys.stderr
+    logger = logging.getLogger(LOGGER_NAME)
+    _remove(logger, "console")
+    handler: logging.Handler
+    if _is_terminal(stream):
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=Console(file=stream), show_path=False, markup=False,
+                              rich_tracebacks=False, log_time_format="%H:%M:%S")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(PLAIN_FORMAT, datefmt="%H:%M:%S"))
+    handler.setLevel(level_for(verbosity))
+    setattr(handler, _MARK, "console")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)  # handlers decide what they show
+    logger.propagate = False
+    return logger
+
+
+def add_file_handler(outdir: str | os.PathLike[str], verbosity: int = 0,
+                     name: str = "vm5k.log") -> Path:
+    """Log into ``<outdir>/vm5k.log`` (appending, so a resumed run continues the same log)."""
+    path = Path(outdir) / name
+    logger = logging.getLogger(LOGGER_NAME)
+    _remove(logger, "file")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(FILE_FORMAT))
+    handler.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
+    setattr(handler, _MARK, "file")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return path
+
+
+def remove_file_handler() -> None:
+    """Close the outdir's log (at the end of main, so tests can remove the folder)."""
+    _remove(logging.getLogger(LOGGER_NAME), "file")
