@@ -162,7 +162,7 @@ def test_original_final_topo_is_accepted() -> None:
     (one_vm("memory='1'"),
      "unknown attribute 'memory'"),
     (one_vm("mem='-1'"),
-     "mem \\(MiB\\) must be an integer"),
+     "must be at least 1, not -1"),
     (one_vm("mem='0'"),
      "at least 1"),
     (one_vm("real_file='maybe'"),
