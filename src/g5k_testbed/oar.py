@@ -164,9 +164,9 @@ class OarSite:
         job.state = "error"
         job.message = f"job killed by {job.user} directly" if not was_running else job.message
         self._release(job)
-        self._dirty_gantt = True
         job.touch()
         self.dirty.add(job.uid)
+        self.compact(now)
         return [Change("ended", job)] if was_running else []
 
     # ------------------------------------------------------------------ time

@@ -7,6 +7,7 @@ once, at load time, so that no request walks the raw documents.
 
 from __future__ import annotations
 
+import functools
 import json
 import lzma
 import re
@@ -90,7 +91,14 @@ class Reference:
 
     @classmethod
     def load(cls, sites: list[str] | None = None) -> Reference:
-        """Load the given sites (all of them when `sites` is None); unknown names raise ValueError."""
+        """Load the given sites (all of them when `sites` is None); unknown names raise ValueError.
+
+        The data is read-only, so loads are cached: a second testbed in the same process starts at once.
+        """
+        return _load_cached(None if sites is None else tuple(sorted(set(sites))))
+
+    @classmethod
+    def _load(cls, sites: tuple[str, ...] | None) -> Reference:
         site_docs = {doc["uid"]: doc for doc in load_data_file("sites")}
         wanted = sorted(site_docs) if sites is None else list(dict.fromkeys(sites))
         unknown = [name for name in wanted if name not in site_docs]
@@ -114,6 +122,11 @@ class Reference:
                 name, site_docs[name], clusters, nodes, equipments["sites"].get(name, []), infos
             )
         return cls(loaded, equipments["grid"], load_data_file("environments"))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(sites: tuple[str, ...] | None) -> Reference:
+    return Reference._load(sites)
 
 
 def _node_info(site: str, cluster: dict[str, Any], doc: dict[str, Any]) -> NodeInfo:
