@@ -44,7 +44,7 @@ DISK_LOCATIONS = ("one", "all")
 _PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+)?")
 _ENV = re.compile(r"([a-z][a-z0-9_-]*:)?[A-Za-z0-9][A-Za-z0-9._-]*")
 _URL = re.compile(r"https?://[^\s\"'<>\\]+")
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+_PRINTABLE = re.compile("[^\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,8 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
 
     template = parse_vm_template(get("vm_template")) if get("vm_template") is not None else VMTemplate()
     backing = printable(get("vm_backing_file"), "-f") if get("vm_backing_file") is not None else None
-    distribution = normalize_distribution(get("vm_distribution") or "round-robin")
+    distribution = normalize_distribution(get("vm_distribution") if get("vm_distribution") is not None
+                                          else "round-robin")
     limits = Limits(
         host_reserve_mib=(parse_int(get("host_reserve"), "--host-reserve (MiB)", minimum=0, maximum=1 << 30)
                           if get("host_reserve") is not None else Limits().host_reserve_mib),
@@ -380,7 +381,7 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
         raise UsageError("--forcedeploy and --nodeploy contradict each other")
     if env_name and env_file:
         raise UsageError("-e and -a both name the hosts' environment: give one")
-    disk_location = get("vm_disk_location") or "one"
+    disk_location = get("vm_disk_location") if get("vm_disk_location") is not None else "one"
     if disk_location not in DISK_LOCATIONS:
         raise UsageError(f"-l: choose from {', '.join(DISK_LOCATIONS)}, not {shown(disk_location)}")
     queue = validate_id(get("queue"), "--queue") if get("queue") is not None else "default"

@@ -42,7 +42,7 @@ ID_MAX_LENGTH = 253  # a DNS name; also far below any file-name limit
 _STATE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 _CPUSET_PATTERN = re.compile(r"auto|\^?\d+(-\d+)?(,\^?\d+(-\d+)?)*")
 _MAC_PATTERN = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # control characters and line breaks
 
 # States a VM goes through. Other steps may add their own (any short token is accepted).
 VM_PLANNED = "planned"  # placed (or to be placed), nothing created yet

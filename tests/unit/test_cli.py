@@ -1,0 +1,323 @@
+"""The vm5k and vm5k_max_vms commands, in-process: help, dry runs, errors (one line, exit 2, never a
+traceback, whatever the input: checked with hypothesis)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import tempfile
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vm5k import cli
+from vm5k.request import Request
+from vm5k.topology import Topology
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+WORKDIR = tempfile.mkdtemp(prefix="vm5k-cli-test-")
+
+
+@contextlib.contextmanager
+def in_workdir() -> Iterator[str]:
+    """Run in a scratch folder, so default outdirs land there."""
+    previous = os.getcwd()
+    os.chdir(WORKDIR)
+    try:
+        yield WORKDIR
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
+def fake_workflow(result: int = 0, with_max_vms: bool = True) -> Iterator[list]:
+    """A stand-in vm5k.workflow recording its calls, so no test ever starts a real deployment."""
+    calls: list = []
+    module = types.ModuleType("vm5k.workflow")
+    module.run = lambda request: calls.append(("run", request)) or result  # type: ignore[attr-defined]
+    if with_max_vms:
+        module.max_vms = lambda request, template: calls.append(("max_vms", request, template)) or result  # type: ignore[attr-defined]
+    saved = sys.modules.get("vm5k.workflow")
+    sys.modules["vm5k.workflow"] = module
+    try:
+        yield calls
+    finally:
+        if saved is None:
+            sys.modules.pop("vm5k.workflow", None)
+        else:
+            sys.modules["vm5k.workflow"] = saved
+
+
+def run(argv: list[str], entry=cli.main) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = entry(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+def assert_one_error_line(status: int, err: str, prog: str = "vm5k") -> None:
+    assert status == 2, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+
+
+# -- the command surface ---------------------------------------------------------------------------
+
+SEED_OPTIONS = [
+    "-h", "--help", "-v", "--verbose", "-q", "--quiet", "-o OUTDIR", "--outdir OUTDIR", "-p PROGRAM",
+    "--program PROGRAM", "--plot", "-n N_VM", "--n_vm N_VM", "-i INFILE", "--infile INFILE", "-j JOB_ID",
+    "--job_id JOB_ID", "-w WALLTIME", "--walltime WALLTIME", "-k", "--kavlan", "-r RESOURCES",
+    "--resources RESOURCES", "-b BLACKLISTED", "--blacklisted BLACKLISTED", "-e ENV_NAME",
+    "--env_name ENV_NAME", "-a ENV_FILE", "--env_file ENV_FILE", "--forcedeploy", "--nodeploy",
+    "--host-packages HOST_PACKAGES", "-t VM_TEMPLATE", "--vm_template VM_TEMPLATE", "-f VM_BACKING_FILE",
+    "--vm_backing_file VM_BACKING_FILE", "-l VM_DISK_LOCATION", "--vm_disk_location VM_DISK_LOCATION",
+    "-d VM_DISTRIBUTION", "--vm_distribution VM_DISTRIBUTION", "--vm-clean-disks",
+]
+LATER_OPTIONS = [
+    "--dry-run", "--api URL", "--ssh-config FILE", "--platform {testbed,grid5000,hosts}", "--hosts LIST|FILE",
+    "--queue QUEUE", "--resume OUTDIR", "--destroy OUTDIR", "--keep-job", "--packages-upgrade", "--seed N",
+    "--cpu-overcommit RATIO", "--host-reserve MIB", "--version", "--n-vm N_VM", "--vm-template VM_TEMPLATE",
+    "--job-id JOB_ID", "--env-name ENV_NAME",
+]
+
+
+def test_help_shows_every_option_in_the_seeds_groups() -> None:
+    status, out, err = run(["--help"])
+    assert status == 0 and err == ""
+    for option in SEED_OPTIONS + LATER_OPTIONS:
+        assert option in out, option
+    groups = ("Execution", "Mode", "Physical hosts", "Virtual machines")
+    positions = [out.index(f"\n{group}:") for group in groups]
+    assert positions == sorted(positions)
+    assert re.search(r"default=vm5k_\d{8}_\d{6}_[+-]\d{4}", out)
+
+
+def test_version() -> None:
+    status, out, _ = run(["--version"])
+    assert status == 0 and re.fullmatch(r"vm5k \S+\n", out)
+
+
+@pytest.mark.parametrize("argv", [
+    ["-n", "3", "-i", "x"], ["-j", "1", "-w", "1:00"], ["-e", "a", "-a", "b"],
+    ["--forcedeploy", "--nodeploy"], ["-v", "-q"], ["--resume", "a", "--destroy", "b"],
+])
+def test_mutual_exclusions(argv: list[str]) -> None:
+    status, _, err = run(argv)
+    assert_one_error_line(status, err)
+    assert "not allowed with" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-n", "-5"], "-n (number of VMs) must be at least 1"),
+    (["-n", "0"], "at least 1"),
+    (["-r", "taurus:x"], "-r: node count of taurus"),
+    (["-j", "grenoble:abc"], "-j: job id"),
+    (["-w", "2:99"], "-w"),
+    (["-d", "spread"], "unknown distribution 'spread'"),
+    (["-t", "<vm mem='lots'/>"], "-t: mem (MiB) must be an integer"),
+    (["-t", "<vm"], "-t VM template is not valid XML"),
+    (["-i", "/does/not/exist.xml"], "-i: cannot read /does/not/exist.xml"),
+    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["-r"], "expected one argument"),
+    (["--api", "not a url"], "--api: invalid URL"),
+    (["-a", "/no/env/file"], "-a: no such file"),
+    (["--ssh-config", "/no/ssh/config"], "--ssh-config: no such file"),
+    (["--hosts", "/no/hosts/file"], "--hosts: no such file"),
+    (["-n", "2", "-r", "taurus\nrm -rf /"], "-r element"),
+])
+def test_malformed_inputs_give_one_line_and_status_2(argv: list[str], message: str) -> None:
+    status, out, err = run(argv)
+    assert_one_error_line(status, err)
+    assert message in err and out == ""
+
+
+def test_control_characters_are_escaped_in_errors() -> None:
+    status, _, err = run(["--bogus\nsecond line"])
+    assert_one_error_line(status, err)
+    assert "\\n" in err
+
+
+# -- dry run of a topology file --------------------------------------------------------------------
+
+def test_dry_run_of_the_two_site_example(tmp_path: Path) -> None:
+    out_dir = tmp_path / "run"
+    status, out, err = run(["--dry-run", "-i", str(EXAMPLES / "two_sites.xml"), "-o", str(out_dir),
+                            "-w", "2:00:00"])
+    assert status == 0, err
+    assert "nothing reserved, nothing started, no platform contacted" in out
+    assert "Would reserve 5 hosts on 2 sites for 2:00:00" in out
+    assert re.search(r"orion-1 +4 VMs +4096 MiB +4 vCPU +vm-9 vm-10 vm-11 vm-12", out)
+    assert "Skipped checks:" in out and "capacity (RAM, vCPUs) of 5 of 5 hosts" in out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["initial_topo.xml", "topology.json", "vm5k.log"]
+    written = Topology.from_xml((out_dir / "initial_topo.xml").read_bytes())
+    given = Topology.from_xml((EXAMPLES / "two_sites.xml").read_bytes())
+    assert written == given  # the file's hosts and placement, as written
+    state = Topology.from_json((out_dir / "topology.json").read_bytes())
+    assert state.meta["dry_run"] is True and state.meta["walltime"] == 7200 and state.hosts() == given.hosts()
+
+
+def test_dry_run_checks_capacity_when_the_file_carries_it(tmp_path: Path) -> None:
+    status, out, err = run(["--dry-run", "-i", str(EXAMPLES / "one_site.xml"), "-o", str(tmp_path / "ok"),
+                            "-w", "1:00"])
+    assert status == 0, err and "capacity (RAM" not in out
+    overloaded = tmp_path / "big.xml"
+    overloaded.write_text((EXAMPLES / "one_site.xml").read_text().replace('mem="16384"', 'mem="160000"', 1))
+    status, out, err = run(["--dry-run", "-i", str(overloaded), "-o", str(tmp_path / "ko"), "-w", "1:00"])
+    assert status == 2 and out == ""
+    assert "needed" in err and "available" in err
+    assert err.splitlines()[-1].startswith("vm5k: error: host parasilo-1.rennes.grid5000.fr cannot hold")
+    assert not (tmp_path / "ko").exists()  # refused before anything was written
+
+
+def test_dry_run_places_the_files_unplaced_vms(tmp_path: Path) -> None:
+    infile = tmp_path / "free.xml"
+    infile.write_text("""<vm5k><site id="rennes"><cluster id="paradoxe">
+        <host id="paradoxe-1" ram="412316860416" cores="52" threads="104"/>
+        <host id="paradoxe-2" ram="412316860416" cores="52" threads="104"/>
+      </cluster></site><vm id="a"/><vm id="b"/><vm id="c"/></vm5k>""")
+    status, out, err = run(["--dry-run", "-i", str(infile), "-o", str(tmp_path / "o"), "-d", "concentrated"])
+    assert status == 0, err
+    assert re.search(r"paradoxe-1 +3 VMs .* a b c", out)
+
+
+# -- runs that need a platform ---------------------------------------------------------------------
+
+def test_runs_go_to_the_workflow() -> None:
+    with in_workdir(), fake_workflow(result=0) as calls:
+        status, _, err = run(["-n", "4", "-r", "rennes:2", "-w", "0:20:00", "-d", "random", "--seed", "7"])
+    assert status == 0, err
+    (kind, request), = calls
+    assert kind == "run" and isinstance(request, Request)
+    assert request.n_vm == 4 and request.walltime == 1200 and request.seed == 7
+    assert [vm.id for vm in request.topology.unplaced] == ["vm-1", "vm-2", "vm-3", "vm-4"]
+
+
+def test_a_random_distribution_records_its_seed() -> None:
+    with in_workdir(), fake_workflow() as calls:
+        status, _, err = run(["-n", "4", "-w", "1:00", "-d", "random"])
+    assert status == 0 and calls[0][1].seed is not None
+    assert f"--seed {calls[0][1].seed}" in err
+
+
+def test_without_a_workflow_runs_stop_with_a_clear_message(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "vm5k.workflow", None)  # as if it did not exist
+    status, _, err = run(["-n", "2", "-w", "1:00"])
+    assert status == 1
+    assert err.splitlines()[-1].startswith("vm5k: error: this vm5k cannot run deployments yet")
+
+
+def test_an_internal_error_is_one_line_too() -> None:
+    def broken(request: Request) -> int:
+        raise RuntimeError("boom")
+
+    with in_workdir(), fake_workflow() as _:
+        sys.modules["vm5k.workflow"].run = broken  # type: ignore[attr-defined]
+        status, _, err = run(["-n", "2", "-w", "1:00"])
+    assert status == 1 and "Traceback" not in err
+    assert err.splitlines()[-1] == "vm5k: error: internal error: RuntimeError: boom (run with -v for details)"
+
+
+# -- vm5k_max_vms ----------------------------------------------------------------------------------
+
+def test_max_vms_from_a_file_with_capacity() -> None:
+    status, out, err = run(["-i", str(EXAMPLES / "one_site.xml"), "-t", '<vm mem="2048" hdd="10" cpu="4"/>'],
+                           cli.max_vms_main)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[1].split() == ["parasilo-1.rennes.grid5000.fr", "130048", "64", "16"]  # 64 vCPUs / 4
+    assert lines[3].split() == ["total", "32"]
+
+
+def test_max_vms_needs_capacity_or_a_platform() -> None:
+    status, _, err = run(["-i", str(EXAMPLES / "two_sites.xml"), "-t", "<vm/>"], cli.max_vms_main)
+    assert_one_error_line(status, err, "vm5k_max_vms")
+    assert "carry no capacity" in err
+    with fake_workflow(with_max_vms=False):
+        status, _, err = run(["-j", "42895", "-t", "<vm/>"], cli.max_vms_main)
+    assert status == 1 and "needs the Grid'5000 platform" in err
+    with fake_workflow() as calls:
+        status, _, err = run(["-j", "42895", "-t", '<vm mem="2048"/>'], cli.max_vms_main)
+    assert status == 0 and calls[0][0] == "max_vms" and calls[0][2].mem == 2048
+
+
+@pytest.mark.parametrize("argv", [[], ["-t", "<vm/>"], ["-i", "x", "-j", "1", "-t", "<vm/>"],
+                                  ["-j", "1", "-t", "<bad"]])
+def test_max_vms_usage_errors(argv: list[str]) -> None:
+    status, _, err = run(argv, cli.max_vms_main)
+    assert_one_error_line(status, err, "vm5k_max_vms")
+
+
+# -- hypothesis: arbitrary input never gives a traceback -------------------------------------------
+
+OPTIONS_WITH_VALUES = ["-n", "-r", "-b", "-j", "-w", "-t", "-d", "-e", "-l", "-f", "-p", "--queue", "--seed",
+                       "--api", "--cpu-overcommit", "--host-reserve", "--host-packages", "--hosts",
+                       "--platform"]
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(st.sampled_from(OPTIONS_WITH_VALUES), st.text(max_size=30))
+def test_any_option_value_is_accepted_or_refused_in_one_line(option: str, value: str) -> None:
+    with in_workdir(), fake_workflow():
+        status, _, err = run(["--dry-run", option, value])
+    assert "Traceback" not in err
+    assert status in (0, 2), err
+    if status == 2:
+        assert len(err.splitlines()) == 1 and err.startswith("vm5k: error: ")
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.sampled_from([*OPTIONS_WITH_VALUES, "-k", "--plot", "-v", "-q", "--nodeploy"]),
+                          st.text(max_size=15)), max_size=6))
+def test_any_command_line_gives_an_exit_status_and_no_traceback(argv: list[str]) -> None:
+    with in_workdir(), fake_workflow():
+        status, _, err = run(["--dry-run", *argv])
+    assert "Traceback" not in err and status in (0, 2), err
+    if status == 2:
+        assert err.splitlines()[-1].startswith("vm5k: error: ")
+        assert sum(line.startswith("vm5k: error: ") for line in err.splitlines()) == 1
+
+
+not_a_count = st.text(max_size=20).filter(lambda s: not re.fullmatch(r"\s*[+]?\d+\s*", s))
+not_a_walltime = st.text(max_size=20).filter(lambda s: re.search(r"[^\d:\s]", s) or not s.strip())
+bad_resources = st.text(min_size=1, max_size=20).filter(lambda s: re.search(r"[^A-Za-z0-9.,:\s-]", s))
+not_xml_vm = st.text(max_size=30).filter(lambda s: not s.lstrip().startswith("<vm"))
+
+
+@FUZZ
+@given(st.one_of(
+    st.tuples(st.just("-n"), not_a_count),
+    st.tuples(st.just("-w"), not_a_walltime),
+    st.tuples(st.just("-r"), bad_resources),
+    st.tuples(st.just("-j"), st.text(max_size=20).filter(lambda s: re.search(r"[^\d:,\sA-Za-z.-]", s)
+                                                          or not re.search(r"\d", s))),
+    st.tuples(st.just("-t"), not_xml_vm),
+    st.tuples(st.just("-d"), st.text(max_size=20).filter(
+        lambda s: s not in ("round-robin", "n_by_hosts", "concentrated", "random", "distributed",
+                            "round_robin", "roundrobin", "n-by-hosts"))),
+))
+def test_malformed_values_always_give_status_2_and_one_line(case: tuple[str, str]) -> None:
+    option, value = case
+    with in_workdir(), fake_workflow() as calls:
+        status, out, err = run(["-n" if option != "-n" else "-w", "2" if option != "-n" else "1:00",
+                                option, value])
+    assert_one_error_line(status, err)
+    assert calls == [] and out == ""
+
+
+@FUZZ
+@given(st.binary(max_size=200).filter(lambda data: b"<vm" not in data and b"<site" not in data))
+def test_malformed_topology_files_give_status_2_and_one_line(data: bytes) -> None:
+    with in_workdir() as folder:
+        path = Path(folder) / "fuzz.xml"
+        path.write_bytes(data)
+        status, _, err = run(["--dry-run", "-i", str(path)])
+    assert_one_error_line(status, err)
