@@ -114,7 +114,7 @@ def build_config(args: argparse.Namespace) -> TestbedConfig:
         unknown = [s for s in sites if s not in known]
         if not sites or unknown:
             raise UsageError(
-                f"unknown site(s) {', '.join(unknown) or args.sites!r}; known: {', '.join(known)}"
+                f"unknown site(s) {', '.join(unknown) if unknown else repr(args.sites)}; known: {', '.join(known)}"
             )
     users = None
     if args.users:

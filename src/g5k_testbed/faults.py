@@ -83,6 +83,7 @@ class FaultInjector:
         self.config = config or FaultConfig()
         self._lock = threading.Lock()
         self._random = random.Random(self.config.seed)
+        self.injected = {"errors": 0, "lost_replies": 0, "slow": 0}  # what was done so far
 
     def reconfigure(self, data: dict[str, Any]) -> None:
         with self._lock:
@@ -96,8 +97,11 @@ class FaultInjector:
             decision = Decision(delay=c.latency)
             if c.slow_rate and rnd.random() < c.slow_rate:
                 decision.delay += c.slow_seconds
+                self.injected["slow"] += 1
             if c.error_rate and rnd.random() < c.error_rate:
                 decision.fail_before = rnd.choice(c.error_codes)
+                self.injected["errors"] += 1
             elif method in ("POST", "DELETE") and c.lost_reply_rate and rnd.random() < c.lost_reply_rate:
                 decision.fail_after = rnd.choice(c.error_codes)
+                self.injected["lost_replies"] += 1
             return decision
