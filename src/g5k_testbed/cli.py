@@ -113,9 +113,8 @@ def build_config(args: argparse.Namespace) -> TestbedConfig:
         known = Reference.available_sites()
         unknown = [s for s in sites if s not in known]
         if not sites or unknown:
-            raise UsageError(
-                f"unknown site(s) {', '.join(unknown) if unknown else repr(args.sites)}; known: {', '.join(known)}"
-            )
+            named = ", ".join(unknown) if unknown else repr(args.sites)
+            raise UsageError(f"unknown site(s) {named}; known: {', '.join(known)}")
     users = None
     if args.users:
         users = _read_json(args.users, "user table")

@@ -48,7 +48,7 @@ def test_serve_prints_url_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert requests.get(f"{base}/_testbed/clock", timeout=10).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert (tmp_path / "s" / "meta.json").exists()
 
