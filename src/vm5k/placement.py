@@ -189,7 +189,15 @@ def place(vms: Sequence[VM], hosts: Sequence[Host], distribution: str = "round-r
         else:
             _first_fit(vms, slots, result, distribution, seed)
     except _NoRoom as no_room:
-        raise not_enough_capacity(vms, hosts, limits, no_room.vm, no_room.prefix) from None
+        error = not_enough_capacity(vms, hosts, limits, no_room.vm)
+        if no_room.host is not None:  # n_by_hosts: the total may fit, one host's share does not
+            host = next(host for host in hosts if host.id == no_room.host)
+            holds = _count(_Slot(host, limits), no_room.vm)
+            error = NotEnoughCapacity(
+                f"n_by_hosts: host {host.id} cannot hold its {no_room.share} VMs (it holds {holds} of "
+                f"{no_room.vm.mem} MiB/{no_room.vm.n_cpu} vCPU); use fewer VMs, other hosts or another "
+                "distribution", error.needed, error.available, limits, error.max_vms)
+        raise error from None
     return result
 
 
@@ -202,9 +210,10 @@ def distribute(topology: Topology, distribution: str = "round-robin", *, limits:
 
 
 class _NoRoom(Exception):
-    def __init__(self, vm: VM, prefix: str = "") -> None:
+    def __init__(self, vm: VM, host: str | None = None, share: int = 0) -> None:
         self.vm = vm
-        self.prefix = prefix
+        self.host = host  # n_by_hosts: the host that cannot hold its share
+        self.share = share
 
 
 def _first_fit(vms: Sequence[VM], slots: list[_Slot], result: Placement, distribution: str,
@@ -258,7 +267,7 @@ def _n_by_hosts(vms: Sequence[VM], slots: list[_Slot], result: Placement) -> Non
         count = share + (1 if number < extra else 0)
         for vm in vms[position:position + count]:
             if not slot.fits(vm):
-                raise _NoRoom(vm, f"n_by_hosts: host {slot.host} cannot hold its {count} VMs; ")
+                raise _NoRoom(vm, slot.host, count)
             slot.take(vm)
             result.assignment[vm.id] = slot.host
         position += count
@@ -274,8 +283,8 @@ def _suffix_minima(vms: Sequence[VM]) -> tuple[list[float], list[float]]:
     return min_mem, min_cpu
 
 
-def not_enough_capacity(vms: Sequence[VM], hosts: Sequence[Host], limits: Limits, failing: VM,
-                        prefix: str = "") -> NotEnoughCapacity:
+def not_enough_capacity(vms: Sequence[VM], hosts: Sequence[Host], limits: Limits,
+                        failing: VM) -> NotEnoughCapacity:
     """The error for VMs that do not fit on `hosts`: one line, plus a needed-vs-available table."""
     fresh = [_Slot(host, limits) for host in hosts]
     known = [slot for slot in fresh if not math.isinf(slot.mem)]
@@ -293,7 +302,7 @@ def not_enough_capacity(vms: Sequence[VM], hosts: Sequence[Host], limits: Limits
         message = (f"not enough capacity: {needed[0]} VMs need {needed[1]} MiB and {needed[2]} vCPUs, the "
                    f"{len(hosts)} hosts offer {avail_mem} MiB and {avail_cpu} vCPUs: at most {fit} VMs of "
                    f"{size} fit")
-    return NotEnoughCapacity(prefix + message, needed, (fit, avail_mem, avail_cpu), limits, fit)
+    return NotEnoughCapacity(message, needed, (fit, avail_mem, avail_cpu), limits, fit)
 
 
 def _count(slot: _Slot, vm: VM) -> int:
