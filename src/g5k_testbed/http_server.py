@@ -69,6 +69,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body leave in separate writes: no 40 ms delayed-ACK stall
     server: _Server
 
     # ------------------------------------------------------------------ plumbing
