@@ -69,6 +69,15 @@ def test_ansible_inventory_groups() -> None:
     assert direct["all"]["children"]["vms"]["hosts"]["vm-2"]["ansible_host"] == "10.144.0.2"
 
 
+def test_ansible_names_stay_strings() -> None:
+    topo = Topology()
+    topo.add_host("s", "c", Host("123"))
+    topo.add_vm(VM("true", ip="10.0.0.1"), "123")
+    children = yaml.safe_load(render.ansible_inventory(topo))["all"]["children"]
+    assert list(children["hypervisors"]["hosts"]) == ["123"] and list(children["vms"]["hosts"]) == ["true"]
+    assert list(children["on_123"]["hosts"]) == ["true"]
+
+
 def test_ansible_group_names_never_collide() -> None:
     topo = Topology()
     topo.add_host("s", "a-b", Host("h1"))
