@@ -115,6 +115,9 @@ def ansible_inventory(topo: Topology, *, ssh_config_path: str | None = None, use
     return "".join(_yaml_lines(inventory, 0))
 
 
+_YAML_WORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null"}  # would not stay strings
+
+
 def _yaml_lines(mapping: Mapping[str, object], depth: int) -> Iterator[str]:
     """Block YAML for the nesting, JSON flow (valid YAML, always quoted) for the leaves.
 
@@ -123,7 +126,8 @@ def _yaml_lines(mapping: Mapping[str, object], depth: int) -> Iterator[str]:
     """
     pad = "  " * depth
     for key, value in mapping.items():
-        name = json.dumps(key) if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else key
+        plain = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) and key.lower() not in _YAML_WORDS
+        name = key if plain else json.dumps(key)
         nested = isinstance(value, dict) and value and all(isinstance(v, dict | None) for v in value.values())
         if nested:
             yield f"{pad}{name}:\n"
