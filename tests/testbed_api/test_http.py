@@ -11,6 +11,7 @@ from g5k_testbed.http_server import ServerHandle
 from .conftest import T0
 
 JSON = {"Accept": "application/json"}
+SESSION = requests.Session()  # keep-alive, as python-grid5000 does
 
 
 def submit(
