@@ -74,8 +74,7 @@ class Testbed:
         else:
             self.clock = Clock(offset=max(0.0, float(clock_meta.get("offset", 0.0))))
         self.backend = backend if backend is not None else load_backend(config.state_dir)
-        fault_config = FaultConfig.from_dict(meta["faults"]) if "faults" in meta else config.faults
-        self.faults = FaultInjector(fault_config)
+        self.faults = FaultInjector(config.faults)  # faults are what this start asks for, never inherited
         self.materialised = self.backend.materialised_nodes()
         self.kavlan = Kavlan(self.reference)
         self.environments = environment_catalogue(self.reference.environments)

@@ -240,3 +240,51 @@ def test_load_backend_without_lab_is_null(tmp_path: Path) -> None:
     assert isinstance(load_backend(tmp_path), NullBackend)
     assert isinstance(load_backend(None), NullBackend)
     assert T0  # the shared frozen start of every other test
+
+
+def test_global_vlan_spans_sites_and_the_ticker_ends_jobs() -> None:
+    backend = RecordingBackend()
+    handle = start_server(make_config(sites=["nancy", "rennes"], tick_interval=0.05))
+    handle.testbed.backend = backend  # record the moves the ticker makes, without any request
+    try:
+        glob = requests.post(
+            f"{handle.url}/sites/rennes/jobs",
+            headers=HEADERS,
+            json={
+                "resources": "{type='kavlan-global'}/vlan=1+nodes=1,walltime=1:00:00",
+                "command": "sleep 1d",
+                "types": ["deploy"],
+            },
+        ).json()
+        nancy = requests.post(
+            f"{handle.url}/sites/nancy/jobs",
+            headers=HEADERS,
+            json={
+                "resources": "{cluster='gros'}/nodes=1,walltime=2:00:00",
+                "command": "sleep 1d",
+                "types": ["deploy"],
+            },
+        ).json()
+        handle.advance(5)
+        assert glob["resources_by_type"]["vlans"] == ["16"]
+        kinds = {
+            v["uid"]: v["type"]
+            for v in requests.get(f"{handle.url}/sites/nancy/vlans", headers=HEADERS).json()["items"]
+        }
+        assert kinds["16"] == "kavlan-global-remote" and kinds["14"] == "kavlan-global"
+        node = nancy["assigned_nodes"][0]
+        moved = requests.post(f"{handle.url}/sites/nancy/vlans/16/nodes", json=[node], headers=HEADERS).json()
+        assert moved[node]["status"] == "success"
+        bob = requests.post(
+            f"{handle.url}/sites/nancy/vlans/16/nodes",
+            json=[node],
+            headers={**HEADERS, "X-Api-User-CN": "bob"},
+        )
+        assert bob.status_code == 403
+        handle.testbed.clock.advance(3600)  # no request: the ticker must end the rennes job by itself
+        wait_for(lambda: ("vlan", node, "DEFAULT") in backend.calls)
+        assert requests.get(f"{handle.url}/sites/nancy/vlans/nodes/{node}", headers=HEADERS).json()[
+            "vlan"
+        ] == ("DEFAULT")
+    finally:
+        handle.stop()
