@@ -44,9 +44,12 @@ def default_outdir(now: datetime | None = None) -> str:
 
 
 def make_outdir(path: str | os.PathLike[str]) -> Path:
-    """Create the outdir (and its parents) if missing; return it."""
+    """Create the outdir (and its parents) if missing; return it (UsageError when it cannot be made)."""
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the outdir {folder}: {error.strerror or error}") from None
     return folder
 
 

@@ -164,6 +164,14 @@ def test_read_state_errors(tmp_path: Path) -> None:
         outdir.read_state(tmp_path)
 
 
+def test_an_outdir_that_cannot_be_made(tmp_path: Path) -> None:
+    from vm5k.errors import UsageError
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="cannot create the outdir"):
+        outdir.make_outdir(tmp_path / "file" / "run")
+
+
 def test_default_outdir_name() -> None:
     from datetime import datetime, timedelta, timezone
 
