@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from vm5k.topology import GIB, VM, Capacity, Host, Topology
 
-ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9.-]{0,20}", fullmatch=True)
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+ids = st.builds(lambda first, rest: first + rest, st.sampled_from(_ALNUM),
+                st.text(alphabet=_ALNUM + ".-", max_size=20))  # [A-Za-z0-9][A-Za-z0-9.-]*
 printable = st.text(
     alphabet=st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\x7f"),
     min_size=1, max_size=30,

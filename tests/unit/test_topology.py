@@ -200,7 +200,7 @@ def test_hostile_xml_is_refused(xml: str) -> None:
     assert "\n" not in str(caught.value)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(topologies())
 def test_xml_round_trip(topo: Topology) -> None:
     text = topo.to_xml()
@@ -211,7 +211,7 @@ def test_xml_round_trip(topo: Topology) -> None:
 
 # -- topology.json -------------------------------------------------------------------------------------
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(topologies(), st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3))
 def test_json_round_trip(topo: Topology, meta: dict) -> None:
     topo.meta = {"run_id": "r1", "pool": [["10.0.0.1", "00:16:3e:00:00:01"]], "free": meta}
