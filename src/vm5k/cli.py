@@ -230,6 +230,7 @@ def dry_run_from_file(request: Request) -> int:
     """``--dry-run -i FILE`` without a platform: plan from the file alone, write the initial topology."""
     topo = request.topology.copy()
     warnings: list[str] = []
+    notes: list[str] = []
     skipped: list[str] = []
     if topo.unplaced:
         placement = distribute(topo, request.distribution, limits=request.limits, seed=request.seed)
@@ -240,7 +241,7 @@ def dry_run_from_file(request: Request) -> int:
                        "gives no ram/cores for them and no platform was asked "
                        "(add --api to check against Grid'5000)")
     else:
-        log.info("capacity checked from the file: %s", request.limits.describe())
+        notes.append(f"capacity checked from the file: {request.limits.describe()}")
     skipped.append("availability of the hosts and the reservation slot: no platform was contacted")
     topo.meta.update({
         "vm5k_version": __version__, "dry_run": True, "infile": request.infile, "platform": None,
@@ -252,13 +253,18 @@ def dry_run_from_file(request: Request) -> int:
     add_file_handler(folder, request.verbosity)
     for warning in warnings:
         log.warning("%s", warning)
+    for note in notes:
+        log.info("%s", note)
     written = outdir.write_initial(folder, topo)
     sys.stdout.write("vm5k dry run: nothing reserved, nothing started, no platform contacted\n")
     walltime = format_walltime(request.walltime) if request.walltime else None
     sys.stdout.write(render.plan_text(topo, walltime=walltime, source=request.infile, skipped=skipped))
     sys.stdout.write(f"Initial topology written to {', '.join(str(path) for path in written)}\n")
     sys.stdout.flush()
-    log.debug("dry run written to %s", folder)
+    log.info("dry run of %s: %d hosts, %d VMs; initial topology in %s", request.infile, len(topo.hosts()),
+             len(topo.vms()), folder)
+    for line in skipped:
+        log.info("skipped check: %s", line)
     return EXIT_OK
 
 

@@ -820,20 +820,9 @@ def _extra(obj: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
     return {key: copy.deepcopy(value) for key, value in obj.items() if key not in known}
 
 
-def with_defaults(topo: Topology, backing_file: str | None) -> Topology:
-    """A copy where VMs without a backing file get `backing_file` (the ``-f`` option)."""
-    result = topo.copy()
-    if backing_file is not None:
-        for vm in result.vms():
-            if vm.backing_file is None:
-                vm.backing_file = backing_file
-    return result
-
-
 __all__ = [
     "GIB", "HOST_KO", "HOST_OK", "HOST_PLANNED", "ID_PATTERN", "MIB", "VM", "VM_KO", "VM_OK", "VM_PLANNED",
     "Capacity", "Cluster", "Host", "Site", "Topology", "VMTemplate", "natural_key", "one_line",
     "parse_bool", "parse_int", "parse_xml_element", "template_from_attributes",
     "topology_from_dict", "topology_from_xml", "topology_to_dict", "topology_to_xml", "validate_id",
-    "with_defaults",
 ]

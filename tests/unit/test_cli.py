@@ -157,6 +157,7 @@ def test_dry_run_of_the_two_site_example(tmp_path: Path) -> None:
     assert re.search(r"orion-1 +4 VMs +4096 MiB +4 vCPU +vm-9 vm-10 vm-11 vm-12", out)
     assert "Skipped checks:" in out and "capacity (RAM, vCPUs) of 5 of 5 hosts" in out
     assert sorted(p.name for p in out_dir.iterdir()) == ["initial_topo.xml", "topology.json", "vm5k.log"]
+    assert "dry run of" in (out_dir / "vm5k.log").read_text()
     written = Topology.from_xml((out_dir / "initial_topo.xml").read_bytes())
     given = Topology.from_xml((EXAMPLES / "two_sites.xml").read_bytes())
     assert written == given  # the file's hosts and placement, as written
