@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import re
+import time
 from dataclasses import dataclass, field
 
 from .jobs import FINAL_STATES, Job
@@ -20,6 +21,7 @@ from .oar_scheduler import NotEnoughResources, Placement, SiteScheduler
 from .timefmt import format_paris
 
 DEFAULT_WALLTIME = 3600
+COMPACT_BUDGET = 0.05  # seconds of gantt compaction per request or tick
 _SLEEP = re.compile(r"^\s*sleep\s+(\d+)\s*$")
 
 
@@ -61,6 +63,7 @@ class OarSite:
     _events: list[tuple[int, int, int, str]] = field(default_factory=list)
     _seq: int = 0
     _dirty_gantt: bool = False
+    _compact_cursor: int = 0  # a compaction pass cut short resumes after this job id
     dirty: set[int] = field(default_factory=set)  # jobs changed since the testbed last saved them
 
     # ------------------------------------------------------------------ helpers
@@ -166,6 +169,8 @@ class OarSite:
         self._release(job)
         job.touch()
         self.dirty.add(job.uid)
+        self._dirty_gantt = True
+        self._compact_cursor = 0
         self.compact(now)
         return [Change("ended", job)] if was_running else []
 
@@ -182,8 +187,9 @@ class OarSite:
     def advance(self, now: int) -> list[Change]:
         """Replay every event due at or before `now`, in date order."""
         changes: list[Change] = []
+        deadline = time.perf_counter() + COMPACT_BUDGET  # one budget for the whole replay
         if self._dirty_gantt:
-            self.compact(now)
+            self.compact(now, deadline)
         while self._events and self._events[0][0] <= now:
             when, _, uid, kind = heapq.heappop(self._events)
             job = self.jobs.get(uid)
@@ -226,29 +232,44 @@ class OarSite:
                     )
                     job.state = "error"
                 self._release(job)
-                self._dirty_gantt = True
+                if when < job.start + job.walltime:  # ended before its booked end: others may move up
+                    self._dirty_gantt = True
                 changes.append(Change("ended", job))
             if self._dirty_gantt:
-                self.compact(when)
+                self.compact(when, deadline)
         return changes
 
-    def compact(self, now: int) -> None:
-        """Move waiting batch jobs earlier when resources were freed (never later, never reservations)."""
-        self._dirty_gantt = False
-        for uid in sorted(self.jobs):
+    def compact(self, now: int, deadline: float | None = None) -> None:
+        """Move waiting batch jobs earlier when resources were freed early (never later, never reservations).
+
+        Like OAR's periodic scheduler pass, one call works for at most `COMPACT_BUDGET` seconds, in job
+        order, and the next call (the next request or tick) resumes where it stopped; every booking stays
+        valid meanwhile, so an unfinished pass only means some jobs start later than they could.
+        """
+        if deadline is None:
+            deadline = time.perf_counter() + COMPACT_BUDGET
+        if time.perf_counter() > deadline:
+            return
+        waiting = [uid for uid in sorted(self.jobs) if uid > self._compact_cursor]
+        for uid in waiting:
             job = self.jobs[uid]
             if job.state != "waiting" or job.reservation is not None or job.scheduled_at <= now:
                 continue
+            if time.perf_counter() > deadline:
+                self._compact_cursor = uid - 1
+                return
             request = parse_resources(job.resources)
             self._release(job)
             try:
                 placement = self.scheduler.place(
-                    request, job.queue, job.walltime, now, self._extra_filter(job)
+                    request, job.queue, job.walltime, now, self._extra_filter(job), before=job.scheduled_at
                 )
             except NotEnoughResources:
                 placement = None
-            if placement is not None and placement.start < job.scheduled_at:
+            if placement is not None:
                 self._apply(job, placement, request)
                 self.dirty.add(uid)
                 self._schedule_events(job)
             self._book(job)
+        self._compact_cursor = 0
+        self._dirty_gantt = False

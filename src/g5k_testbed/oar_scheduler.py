@@ -196,16 +196,20 @@ class SiteScheduler:
         not_before: int,
         extra: Predicate | None = None,
         exact: bool = False,
+        before: int | None = None,
     ) -> Placement | None:
         """The earliest placement starting at or after `not_before`.
 
         With `exact`, only a start at `not_before` will do (an advance reservation): None when it is not
-        possible there (call again without `exact` for the date OAR would propose).
+        possible there (call again without `exact` for the date OAR would propose). With `before`, only a
+        start earlier than that will do (None otherwise), which keeps gantt compaction cheap.
         Raises NotEnoughResources when no date would ever do.
         """
         candidates = self._candidates(request, queue, extra)
         t = not_before
         for _ in range(MAX_ITERATIONS):
+            if before is not None and t >= before:
+                return None
             bound = t
             for part, pool in candidates:
                 need = self._need(part, pool)
