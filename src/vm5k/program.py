@@ -1,0 +1,98 @@
+"""The seed's ``-p PROGRAM``: the user's experiment, run on the frontend once the VMs answer.
+
+The program runs with the outdir as its working directory and finds the run's files through environment
+variables, so it needs no argument parsing of its own (the original passed nothing and scripts read the
+outdir's lists by name; that still works, since the working directory is the outdir):
+
+==================  =============================================================
+VM5K_OUTDIR         the outdir (absolute)
+VM5K_RUN_ID         the run id (names of jobs, domains and per-host directories)
+VM5K_HOSTS_LIST     hosts.list: one host FQDN a line
+VM5K_VMS_LIST       vms.list: ``<ip>\\t<id>`` a line
+VM5K_VMS_CSV        vms.csv: id, host, cluster, site, ip, mac, mem, n_cpu, hdd, state
+VM5K_TOPOLOGY       topology.json: everything vm5k knows about the run
+VM5K_SSH_CONFIG     ssh_config: ``ssh -F $VM5K_SSH_CONFIG vm-1`` reaches a VM
+VM5K_INVENTORY      inventory.yaml: an Ansible inventory of hosts and VMs
+VM5K_SSH_KEY        the run's private SSH key (root on every VM and host)
+==================  =============================================================
+
+`PROGRAM` is a command line. When its first word names an existing file relative to the directory vm5k was
+started in (``-p myscript.sh``, as in the seed), that file is run directly (through ``sh`` or Python when
+it is not executable); any other command line goes to ``/bin/sh -c``, as the original did. Its output is
+streamed to the console and logged in vm5k.log, line by line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from vm5k.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+ENVIRONMENT_FILES = {
+    "VM5K_HOSTS_LIST": "hosts.list",
+    "VM5K_VMS_LIST": "vms.list",
+    "VM5K_VMS_CSV": "vms.csv",
+    "VM5K_TOPOLOGY": "topology.json",
+    "VM5K_SSH_CONFIG": "ssh_config",
+    "VM5K_INVENTORY": "inventory.yaml",
+}
+
+
+def program_command(program: str, start_dir: str | os.PathLike[str]) -> list[str]:
+    """The argument list that runs `program`, its first word resolved from `start_dir` when it is a file.
+
+    >>> program_command("echo hello | wc -c", "/")
+    ['/bin/sh', '-c', 'echo hello | wc -c']
+    """
+    try:
+        words = shlex.split(program)
+    except ValueError as error:
+        raise UsageError(f"cannot parse the program {program!r}: {error}") from None
+    if not words:
+        raise UsageError("the program (-p) is empty")
+    candidate = Path(start_dir, words[0])
+    if candidate.is_file():
+        path = str(candidate.resolve())
+        if os.access(path, os.X_OK):
+            return [path, *words[1:]]
+        interpreter = [sys.executable] if path.endswith(".py") else ["/bin/sh"]
+        return [*interpreter, path, *words[1:]]
+    return ["/bin/sh", "-c", program]
+
+
+def program_environment(outdir: Path, run_id: str, key_path: Path) -> dict[str, str]:
+    """The environment of the program: the caller's, plus the VM5K_* variables naming the run's files."""
+    folder = outdir.resolve()
+    env = dict(os.environ)
+    env.update({name: str(folder / file) for name, file in ENVIRONMENT_FILES.items()})
+    env.update({"VM5K_OUTDIR": str(folder), "VM5K_RUN_ID": run_id, "VM5K_SSH_KEY": str(key_path.resolve())})
+    return env
+
+
+def run_program(program: str, *, outdir: Path, run_id: str, key_path: Path,
+                start_dir: str | os.PathLike[str]) -> int:
+    """Run the user's program to its end, streaming and logging its output; return its exit status."""
+    command = program_command(program, start_dir)
+    log.info("running the program: %s (in %s)", shlex.join(command), outdir)
+    output = logging.getLogger("vm5k.program.output")
+    try:
+        process = subprocess.Popen(command, cwd=outdir, env=program_environment(outdir, run_id, key_path),
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, errors="replace", bufsize=1)
+    except OSError as error:
+        log.error("the program could not start: %s", error)
+        return 127
+    assert process.stdout is not None
+    with process.stdout:
+        for line in process.stdout:
+            output.info("%s", line.rstrip("\n"))
+    status = process.wait()
+    (log.info if status == 0 else log.warning)("the program exited with status %d", status)
+    return status
