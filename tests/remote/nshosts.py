@@ -21,6 +21,7 @@ sshd children of those daemons).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -28,8 +29,13 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
+
+from vm5k.remote import SshRunner, SshSettings
+from vm5k.retry import RetryPolicy
 
 SSHD = "/usr/sbin/sshd"
 NET = "10.251.0"  # lives only inside the lab's own namespaces: no route to it from the root namespace
@@ -302,3 +308,30 @@ def children_of(pid: int) -> list[int]:
         if fields[0] != "Z" and int(fields[1]) == pid:
             found.append(int(entry.name))
     return found
+
+
+# --------------------------------------------------------------------- client-side helpers for the tests
+T = TypeVar("T")
+
+#: Tools the lab needs on this machine.
+MISSING = [tool for tool in ("ip", "unshare", "nsenter", "nc", "ssh-keygen", "sha256sum")
+           if shutil.which(tool) is None] + ([] if os.path.exists(SSHD) else ["sshd"])
+
+#: Fast failure for tests: two quick attempts, dead connections noticed within about two seconds.
+FAST_RETRY = RetryPolicy(attempts=2, initial_delay=0.1, max_delay=0.2, what="ssh connect")
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def settings_for(lab: NsLab, tmp_path: Path, **changes: Any) -> SshSettings:
+    """Settings that reach the lab's hosts through its ssh config, recording host keys per test."""
+    base = SshSettings(config_files=(lab.config_path,), known_hosts=tmp_path / "known_hosts",
+                       record_new_host_keys=True, connect_timeout=5, keepalive_interval=1,
+                       keepalive_count_max=2, connect_retry=FAST_RETRY, command_timeout=30)
+    return base.with_(**changes)
+
+
+def runner_for(lab: NsLab, tmp_path: Path, **changes: Any) -> SshRunner:
+    return SshRunner(settings_for(lab, tmp_path, **changes))

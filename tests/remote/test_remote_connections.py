@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from conftest import run, runner_for
-from nshosts import NET, NsLab
+from nshosts import NET, NsLab, run, runner_for
 
 from vm5k.remote import Results
 

@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run, runner_for
-from nshosts import NsLab
+from nshosts import NsLab, run, runner_for
 
 from vm5k.errors import RemoteError, UsageError
 from vm5k.remote import LocalRunner, Results

@@ -147,8 +147,8 @@ async def broadcast_file(ssh: SshRunner, hosts: Iterable[str], source: Path, des
     started = time.monotonic()
     host_list = [check_host_name(host) for host in hosts]
     for path in (dest, work_dir):
-        if not path or "\n" in path or "\0" in path:
-            raise ValueError(f"invalid remote path {path!r}")
+        if not path.startswith("/") or "\n" in path or "\0" in path:
+            raise ValueError(f"invalid remote path {path!r} (absolute, one line)")
     digest = sha256 or await asyncio.to_thread(file_sha256, source)
     report = BroadcastReport(dest=dest, sha256=digest)
 
@@ -268,14 +268,16 @@ def _forward_script(chain_dir: str, part: str, address: str | None, port: int, u
         f"part={q(part)}",
         'mkdir -p -- "$(dirname -- "$part")"',
         "umask 077",
+        # ssh parses -o values with quoting rules of its own: keep the directory out of them.
+        f"cd -- {q(chain_dir)} || exit 1",
     ]
     if address is None:
         lines.append('exec cat > "$part"')
     else:
         ssh_argv = [
-            "ssh", "-F", "/dev/null", "-T", "-x", "-a", "-i", f"{chain_dir}/id_ed25519",
+            "ssh", "-F", "/dev/null", "-T", "-x", "-a", "-i", "./id_ed25519",
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={chain_dir}/known_hosts", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "UserKnownHostsFile=./known_hosts", "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15", "-o", f"Ciphers={HOP_CIPHERS}",
             "-o", "Compression=no", "-p", str(port), "-l", user, "--", address, "vm5k-chain",
         ]

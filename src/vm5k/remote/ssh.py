@@ -162,11 +162,12 @@ class SshRunner:
         line = command_line(command)
 
         async def feed(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHCompletedProcess:
-            process = await conn.create_process(line, encoding=None)
-            # If the command stops reading, its exit status tells why.
-            with contextlib.suppress(BrokenPipeError):
-                await _copy_file_to(path, process.stdin)
-            return await process.wait(check=False)
+            # Closing the channel on the way out (cancelled, timed out) ends the remote reader too.
+            async with await conn.create_process(line, encoding=None) as process:
+                # If the command stops reading, its exit status tells why.
+                with contextlib.suppress(BrokenPipeError):
+                    await _copy_file_to(path, process.stdin)
+                return await process.wait(check=False)
 
         return await self._timed(host, feed, self._timeout(timeout))
 
@@ -182,8 +183,10 @@ class SshRunner:
 
         async def run(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHCompletedProcess:
             started = time.monotonic()
-            completed = await conn.run(line, input=input, check=False,
-                                       encoding=None if binary else "utf-8", errors="replace")
+            # Without input the command reads an empty stdin (like </dev/null): it never waits for us.
+            stdin = {"input": input} if input else {"stdin": asyncssh.DEVNULL}
+            completed = await conn.run(line, check=False, encoding=None if binary else "utf-8",
+                                       errors="replace", **stdin)
             if limit is not None and completed.exit_status in (TIMEOUT_STATUS, 128 + 9) \
                     and time.monotonic() - started >= limit:
                 raise _CommandTimeout(completed.stdout, completed.stderr)
@@ -197,11 +200,11 @@ class SshRunner:
         line = command_line(["cat", "--", source])
 
         async def fetch(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHCompletedProcess:
-            process = await conn.create_process(line, encoding=None)
-            with open(partial, "wb") as stream:
-                while chunk := await process.stdout.read(CHUNK):
-                    await asyncio.to_thread(stream.write, chunk)
-            return await process.wait(check=False)
+            async with await conn.create_process(line, encoding=None, stdin=asyncssh.DEVNULL) as process:
+                with open(partial, "wb") as stream:
+                    while chunk := await process.stdout.read(CHUNK):
+                        await asyncio.to_thread(stream.write, chunk)
+                return await process.wait(check=False)
 
         result = await self._timed(host, fetch, self._timeout(timeout))
         if result.ok:
