@@ -1,0 +1,88 @@
+"""Is a host already deployed? A marker file that vm5k writes after Kadeploy, read back over SSH.
+
+Why a marker: Kadeploy leaves nothing vm5k can recognise, and the usual test ("is / on the 3rd
+partition?") is true for any deployed environment, not the one asked for, and false on the testbed's
+nodes (network namespaces, no partitions). So right after a successful deployment vm5k writes
+``/var/lib/vm5k/deployed`` (``environment=<name>`` and the deployment's id) on each host. A host counts as
+deployed when vm5k can log in as root with the run's key and the marker names the same environment.
+Kadeploy rewrites the whole system, and a host that went back to the standard environment (its job
+ended, Grid'5000 redeployed it) has no marker: both are deployed again. On the testbed, a deployment
+wipes what was written on the node, marker included, exactly the same way.
+
+It runs through vm5k.remote (`Runner`), so the run's SSH settings (ssh_config, keys, ProxyJump through
+the access gateway) apply; tests use a `LocalRunner` and a marker path of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vm5k.remote import Runner, SyncRunner
+
+log = logging.getLogger(__name__)
+
+MARKER = "/var/lib/vm5k/deployed"
+
+
+def marker_text(environment: str, deployment: str | None = None) -> str:
+    """The marker's content: ``key=value`` lines."""
+    lines = [f"environment={environment}"]
+    if deployment:
+        lines.append(f"deployment={deployment}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_marker(text: str) -> dict[str, str]:
+    """``key=value`` lines as a dict (other lines ignored).
+
+    >>> parse_marker("environment=debian12-min\\ndeployment=D-1\\n")
+    {'environment': 'debian12-min', 'deployment': 'D-1'}
+    """
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
+class DeploymentMarker:
+    """Reads and writes the marker on hosts through a runner made by `runner_factory`."""
+
+    def __init__(self, runner_factory: Callable[[], Runner], *, path: str = MARKER,
+                 timeout: float = 30.0) -> None:
+        self.runner_factory = runner_factory
+        self.path = path
+        self.timeout = timeout
+
+    def _call(self, operation: Callable[[Any], Any]) -> Any:
+        with SyncRunner(self.runner_factory) as runner:
+            return operation(runner)
+
+    def deployed(self, hosts: Sequence[str], environment: str) -> set[str]:
+        """The hosts that answer and carry a marker for `environment`."""
+        if not hosts:
+            return set()
+        results = self._call(lambda runner: runner.run(list(hosts), ["cat", self.path], timeout=self.timeout))
+        found = set()
+        for result in results:
+            if result.ok and parse_marker(result.stdout).get("environment") == environment:
+                found.add(result.host)
+            else:
+                log.debug("%s is not deployed with %s (%s)", result.host, environment, result.describe())
+        return found
+
+    def mark(self, hosts: Sequence[str], environment: str, deployment: str | None = None) -> list[str]:
+        """Write the marker on `hosts`; returns the hosts where that failed (logged, not fatal)."""
+        if not hosts:
+            return []
+        text = marker_text(environment, deployment)
+        results = self._call(lambda runner: runner.write_text(list(hosts), self.path, text, mode=0o644,
+                                                              timeout=self.timeout))
+        failed = [result.host for result in results if not result.ok]
+        for result in results:
+            if not result.ok:
+                log.warning("could not mark %s as deployed: %s", result.host, result.describe())
+        return failed
