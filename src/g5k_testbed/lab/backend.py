@@ -1,0 +1,52 @@
+"""`LabBackend`: the API server's `NodeBackend` when a testbed was brought up with `vm5k-testbed up`.
+
+Part 1's server calls it (see g5k_testbed.backend): OAR shows only the materialised nodes `Alive`,
+Kadeploy really resets them, KaVLAN really re-plugs them, and the production DHCP serves exactly the
+subnets held by running jobs. `deploy_node` runs in the server's worker threads (one lock per node);
+the other calls are quick, as the server holds its state lock while making them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .lab import Lab
+from .layout import Layout
+
+log = logging.getLogger(__name__)
+
+
+class LabBackend:
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self._nodes = {node.fqdn for node in lab.plan().nodes}
+
+    @classmethod
+    def load(cls, state_dir: str | Path) -> LabBackend:
+        return cls(Lab(Layout(state_dir)))
+
+    def materialised_nodes(self) -> set[str] | None:
+        """The FQDNs of the nodes `up` built; every other node of the served sites is `Absent`."""
+        return set(self._nodes)
+
+    def deploy_node(self, fqdn: str, environment: str, authorized_keys: str | None) -> bool:
+        """Kadeploy: stop the node's processes and VMs, wipe what users wrote, fresh daemons, root's key."""
+        if fqdn not in self._nodes:
+            return False
+        ok = self.lab.deploy_node(fqdn, environment, authorized_keys)
+        if not ok:
+            log.error("deployment of %s failed: %s", fqdn,
+                      self.lab.runtime.read()["nodes"].get(fqdn, {}).get("error"))
+        return ok
+
+    def move_to_vlan(self, fqdn: str, vlan: str) -> None:
+        """KaVLAN: re-plug the node (its primary interface) onto `vlan`'s bridge with its address there."""
+        self.lab.move_to_vlan(fqdn, vlan)
+
+    def subnets_changed(self, site: str, cidrs: list[str]) -> None:
+        """The production DHCP of `site` now serves exactly the IP/MAC pairs of `cidrs`."""
+        self.lab.subnets_changed(site, cidrs)
+
+    def close(self) -> None:
+        """Nothing to release: the nodes outlive the server (`vm5k-testbed down` removes them)."""
