@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -78,6 +79,7 @@ class NsLab:
         """Start ``n_hosts`` hosts named h1..hN. ``rate`` (e.g. "150mbit") limits every link."""
         if os.geteuid() != 0:
             raise RuntimeError("NsLab needs root (network and mount namespaces)")
+        sweep_stale_labs(Path(base_dir or "/var/tmp"))
         # Not under /tmp or /root: those are private tmpfs inside the hosts, which must still see
         # their sshd configuration and keys.
         base = Path(tempfile.mkdtemp(prefix="vm5k-nslab-", dir=base_dir or "/var/tmp"))
@@ -110,9 +112,16 @@ class NsLab:
     def config_path(self) -> Path:
         return self.base_dir / "ssh_config"
 
+    def _record(self) -> None:
+        """Write what this lab owns, so that a later lab can clean up after a killed test run."""
+        owned = {"owner": os.getpid(), "namespaces": self._namespaces,
+                 "pids": [h.sshd.pid for h in self.hosts.values() if h.sshd is not None]}
+        (self.base_dir / "lab.json").write_text(json.dumps(owned))
+
     def _add_ns(self, name: str) -> None:
-        sh("ip", "netns", "add", name)
         self._namespaces.append(name)
+        self._record()
+        sh("ip", "netns", "add", name)
         sh("ip", "-n", name, "link", "set", "lo", "up")
 
     def _start_network(self) -> None:
@@ -207,6 +216,7 @@ class NsLab:
                 ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--propagation", "private",
                  "/bin/sh", "-ec", "; ".join(mounts)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        self._record()
         self._wait_listening(host)
 
     def _wait_listening(self, host: NsHost, timeout: float = 10.0) -> None:
@@ -292,6 +302,33 @@ class NsLab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def sweep_stale_labs(parent: Path) -> None:
+    """Remove labs left by a test run that was killed before its teardown (its owner PID is gone).
+
+    Only what such a lab recorded in its lab.json is touched: its namespaces, and its sshd PIDs if they
+    still run that lab's sshd (checked on the command line, so a reused PID is never killed).
+    """
+    for state in parent.glob("vm5k-nslab-*/lab.json"):
+        try:
+            owned = json.loads(state.read_text())
+        except (OSError, ValueError):
+            continue
+        if Path(f"/proc/{owned.get('owner', 0)}").exists():
+            continue
+        base = str(state.parent)
+        for pid in owned.get("pids", []):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "sshd" in cmdline and base in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for netns in owned.get("namespaces", []):
+            sh("ip", "netns", "del", netns, check=False)
+        shutil.rmtree(state.parent, ignore_errors=True)
 
 
 def children_of(pid: int) -> list[int]:

@@ -23,9 +23,11 @@ How, for ``broadcast_file(ssh, hosts, source, dest, work_dir=...)``:
 3. The frontend runs host 1's ``forward.sh`` over its own connection with the file as stdin. Each host
    writes ``<dest>.vm5k-part-<tag>`` with ``tee -p`` (which keeps writing its own copy even when the next
    hop is gone) and feeds ``ssh -i <key> next-host``, whose forced command is the next ``forward.sh``.
-4. Every chain host checks the sha256 of what it wrote; only a correct copy is renamed to ``dest`` (so
-   ``dest`` is either absent, the old file, or the right one). Hosts the chain missed get a direct copy
-   from the frontend (same check before the rename).
+4. Every chain host computes the sha256 of what it writes while it writes it (``tee`` into the file and
+   into ``sha256sum``: no second read of a 1 GiB file), and once the stream is over the frontend has
+   each host compare that digest with the source's; only a correct, completely written copy is renamed
+   to ``dest`` (so ``dest`` is either absent, the old file, or the right one). Hosts the chain missed get
+   a direct copy from the frontend (checked the same way before the rename).
 
 Run it in the background with :func:`start_broadcast` so that it overlaps with host provisioning.
 
@@ -89,10 +91,16 @@ cp -p -- "$keys" "$tmp" && { grep -vF -- "$1" "$keys" > "$tmp" || true; } && mv 
 """
 
 #: ``$1`` = partial file, ``$2`` = destination, ``$3`` = expected sha256.
+#: ``$1`` = partial file, ``$2`` = destination, ``$3`` = expected sha256, ``$4`` = chain directory.
+#: The digest is the one the host computed over the bytes it wrote, while it wrote them (forward.sh);
+#: ``tee.status`` says whether every write to the file succeeded.
 FINALIZE_SCRIPT = r"""
 set -u
-[ -f "$1" ] || { echo "nothing received" >&2; exit 4; }
-got=$(sha256sum < "$1" | cut -d' ' -f1)
+if ! cd -- "$4" 2>/dev/null || [ ! -f received.sha256 ] || [ ! -f tee.status ]; then
+    echo "nothing received" >&2; exit 4
+fi
+got=$(cut -d' ' -f1 received.sha256)
+if [ "$(cat tee.status)" != 0 ]; then rm -f -- "$1"; echo "write failed on this host" >&2; exit 5; fi
 if [ "$got" != "$3" ]; then rm -f -- "$1"; echo "checksum mismatch: got $got" >&2; exit 3; fi
 chmod 644 -- "$1" && mv -f -- "$1" "$2"
 """
@@ -211,7 +219,8 @@ async def _chain(ssh: SshRunner, targets: list[str], source: Path, dest: str, wo
                 log.warning("broadcast of %s: chain stream ended with %s", dest, streamed.describe())
             elif streamed.stderr.strip():
                 log.warning("broadcast of %s: chain reported: %s", dest, streamed.stderr.strip()[-500:])
-            finals = await ssh.run(chain, ["sh", "-c", FINALIZE_SCRIPT, "vm5k-finalize", part, dest, digest])
+            finals = await ssh.run(chain, ["sh", "-c", FINALIZE_SCRIPT, "vm5k-finalize", part, dest, digest,
+                                           chain_dir])
             report.via_chain = finals.ok_hosts
             for result in finals.ko:
                 log.info("broadcast of %s: %s missed by the chain (%s)", dest, result.host, result.describe())
@@ -234,7 +243,21 @@ async def _prepare(ssh: SshRunner, targets: list[str], chain_dir: str, part: str
 
 async def _write_scripts(ssh: SshRunner, chain: list[str], chain_dir: str, part: str,
                          hop_addresses: Mapping[str, str]) -> list[str]:
-    """Write ``forward.sh`` and ``known_hosts`` of each chain host; return the hosts where it worked."""
+    """Write ``forward.sh`` and ``known_hosts`` of each chain host; return the hosts where it worked.
+
+    A host whose verified host key the frontend cannot obtain (its connection is gone and does not come
+    back) is left out: nobody could check that the next hop is really that host.
+    """
+    host_keys: dict[str, asyncssh.SSHKey] = {}
+    for host in chain:
+        try:
+            key = (await ssh.pool.connection(host)).get_server_host_key()
+        except (RemoteError, OSError, asyncssh.Error) as exc:
+            log.warning("broadcast: %s left out of the chain: %s", host, exc)
+            continue
+        if key is not None:
+            host_keys[host] = key
+    chain = [host for host in chain if host in host_keys]
     scripts: dict[str, str] = {}
     known: dict[str, str] = {}
     for index, host in enumerate(chain):
@@ -245,10 +268,7 @@ async def _write_scripts(ssh: SshRunner, chain: list[str], chain_dir: str, part:
             continue
         endpoint = ssh.pool.resolve(following)
         address = check_host_name(hop_addresses.get(following, endpoint.hostname))
-        conn = ssh.pool.current(following)
-        host_key = conn.get_server_host_key() if conn is not None else None
-        if host_key is None:
-            raise RemoteError(f"{following}: no verified host key to give to {host}")
+        host_key = host_keys[following]
         scripts[host] = _forward_script(chain_dir, part, address, endpoint.port, endpoint.user)
         known[host] = known_hosts_line(address, endpoint.port, host_key) + "\n"
     written = await asyncio.gather(
@@ -270,9 +290,12 @@ def _forward_script(chain_dir: str, part: str, address: str | None, port: int, u
         "umask 077",
         # ssh parses -o values with quoting rules of its own: keep the directory out of them.
         f"cd -- {q(chain_dir)} || exit 1",
+        # The digest is computed while the file is written (the same bytes), not by reading it again.
+        "rm -f sum.fifo received.sha256 tee.status && mkfifo sum.fifo || exit 1",
+        "sha256sum < sum.fifo > received.sha256 &",
     ]
     if address is None:
-        lines.append('exec cat > "$part"')
+        lines.append('tee -- "$part" sum.fifo > /dev/null; echo $? > tee.status')
     else:
         ssh_argv = [
             "ssh", "-F", "/dev/null", "-T", "-x", "-a", "-i", "./id_ed25519",
@@ -281,7 +304,11 @@ def _forward_script(chain_dir: str, part: str, address: str | None, port: int, u
             "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15", "-o", f"Ciphers={HOP_CIPHERS}",
             "-o", "Compression=no", "-p", str(port), "-l", user, "--", address, "vm5k-chain",
         ]
-        lines.append(f'tee -p -- "$part" | {shlex.join(ssh_argv)}')
+        lines.append(f'{{ tee -p -- "$part" sum.fifo; echo $? > tee.status; }} | {shlex.join(ssh_argv)}')
+        lines.append("status=$?")
+    lines.append("wait")
+    if address is not None:
+        lines.append("exit $status")
     return "\n".join(lines) + "\n"
 
 

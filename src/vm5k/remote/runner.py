@@ -20,19 +20,28 @@ from typing import Protocol, runtime_checkable
 
 from vm5k.remote.results import HostResult, Results
 
-#: Streams a file from stdin to a temporary name beside ``$1``, checks ``$4`` (sha256, optional),
-#: sets mode ``$3`` and renames it into place, so readers see the old file or the whole new one.
+#: Streams a file from stdin to a temporary name beside ``$1``, checks its size ``$5`` (a stream cut by
+#: a dropped connection looks like a normal end of file) and ``$4`` (sha256, optional; hashed while
+#: written, so a big file is not read twice), sets mode ``$3`` and renames it into place, so readers see
+#: the old file or the whole new one.
 PUT_SCRIPT = r"""
 set -eu
-dest=$1 tmp=$2 mode=$3 sum=$4
-trap 'rm -f -- "$tmp"' EXIT
+dest=$1 tmp=$2 mode=$3 sum=$4 size=$5
+trap 'rm -f -- "$tmp" "$tmp.fifo" "$tmp.sum"' EXIT
 mkdir -p -- "$(dirname -- "$dest")"
 umask 077
-cat > "$tmp"
 if [ -n "$sum" ]; then
-    got=$(sha256sum < "$tmp" | cut -d' ' -f1)
+    mkfifo -- "$tmp.fifo"
+    sha256sum < "$tmp.fifo" > "$tmp.sum" &
+    tee -- "$tmp.fifo" > "$tmp"
+    wait
+    got=$(cut -d' ' -f1 "$tmp.sum")
     if [ "$got" != "$sum" ]; then echo "checksum mismatch: got $got, want $sum" >&2; exit 3; fi
+else
+    cat > "$tmp"
 fi
+got=$(wc -c < "$tmp")
+if [ "$got" -ne "$size" ]; then echo "incomplete: $got of $size bytes" >&2; exit 3; fi
 chmod "$mode" -- "$tmp"
 mv -f -- "$tmp" "$dest"
 trap - EXIT
@@ -66,10 +75,10 @@ def check_argv(argv: Sequence[str]) -> Sequence[str]:
     return argv
 
 
-def put_command(dest: str, mode: int, sha256: str | None = None) -> list[str]:
-    """The argument list that installs stdin at ``dest`` atomically (see `PUT_SCRIPT`)."""
+def put_command(dest: str, mode: int, size: int, sha256: str | None = None) -> list[str]:
+    """The argument list that installs stdin (``size`` bytes) at ``dest`` atomically (see `PUT_SCRIPT`)."""
     tmp = f"{dest}.vm5k-tmp-{secrets.token_hex(4)}"
-    return ["sh", "-c", PUT_SCRIPT, "vm5k-put", dest, tmp, format(mode, "o"), sha256 or ""]
+    return ["sh", "-c", PUT_SCRIPT, "vm5k-put", dest, tmp, format(mode, "o"), sha256 or "", str(size)]
 
 
 def sha256_command(path: str) -> list[str]:

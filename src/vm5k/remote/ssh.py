@@ -99,12 +99,13 @@ class SshRunner:
         if isinstance(source, (bytes, bytearray)):
             data = bytes(source)
             return await self._each(_hosts(hosts), lambda host: self._exec(
-                host, put_command(dest, mode, sha256), timeout, data))
+                host, put_command(dest, mode, len(data), sha256), timeout, data))
         path = Path(source)
         if not path.is_file():
             raise RemoteError(f"cannot copy {path}: not a readable file")
+        size = path.stat().st_size
         return await self._each(_hosts(hosts), lambda host: self.stream_file(
-            host, path, put_command(dest, mode, sha256), timeout))
+            host, path, put_command(dest, mode, size, sha256), timeout))
 
     async def get(self, hosts: Iterable[str], source: str, dest: str | Path, *,
                   timeout: float | None = None) -> Results:
