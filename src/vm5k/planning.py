@@ -341,13 +341,14 @@ class Plan:
         return self.start + self.walltime
 
     def planned_hosts(self) -> list[Host]:
-        """One host per reserved node at its counted capacity (what placement can rely on)."""
+        """One host per reserved node at its counted capacity (what placement can rely on), in the order
+        the run places VMs: sites in plan order, named hosts first, then clusters in natural order."""
         hosts: list[Host] = []
         for site in self.sites.values():
-            for fqdn in site.hosts:
-                hosts.append(Host(fqdn, self.capacities.get(fqdn)))
-            for cluster, count in site.clusters.items():
-                hosts += [Host(f"{cluster}-planned-{i}", self.capacities.get(cluster)) for i in range(count)]
+            hosts += [Host(fqdn, self.capacities.get(fqdn)) for fqdn in site.hosts]
+            for cluster in sorted(site.clusters, key=natural_key):
+                hosts += [Host(f"{cluster}-planned-{i}", self.capacities.get(cluster))
+                          for i in range(site.clusters[cluster])]
         return hosts
 
     def to_dict(self) -> dict[str, Any]:
@@ -692,8 +693,17 @@ def _check_possible(sel: _Selection, inventory: Inventory, node_resource: Mappin
             take = min(remaining, usable[cluster] - taken.get(cluster, 0))
             taken[cluster] = taken.get(cluster, 0) + take
             remaining -= take
-    if sel.pool and demand.vms and not any(usable[c] for c in sel.pool):
-        raise UsageError("no usable node to host the VMs (all absent, dead, suspected or blacklisted)")
+    if sel.pool and demand.vms:
+        if not any(usable[c] for c in sel.pool):
+            raise UsageError("no usable node to host the VMs (all absent, dead, suspected or blacklisted)")
+        named = [w.name for w in sel.wants if w.kind == "host"]
+        everything = host_order(inventory, named, {c: n for c, n in usable.items() if n}, sel.capacity,
+                                demand.assigned)
+        try:
+            place(demand.vms, everything, demand.distribution, limits=demand.limits, seed=demand.seed)
+        except NotEnoughCapacity as error:
+            raise NotEnoughCapacity(f"even every usable node would not do: {error}", error.needed,
+                                    error.available, error.limits, error.max_vms) from None
 
 
 class _Allocator:
@@ -814,11 +824,10 @@ class _Allocator:
         return remaining == 0
 
     def _hosts_for(self, chosen: Mapping[str, int], hosts: Sequence[str]) -> list[Host]:
-        cap = self.sel.capacity
-        out = [Host(fqdn, cap[fqdn], vms=list(self.demand.assigned.get(fqdn, ()))) for fqdn in hosts]
-        for cluster, count in chosen.items():
-            out += [Host(f"{cluster}-planned-{i}", cap[cluster]) for i in range(count)]
-        return out
+        """Hosts at their counted capacity, in the order of `Plan.planned_hosts` (sites in inventory
+        order; named hosts, then clusters in natural order): placement of VMs of mixed sizes depends on
+        the order, and the run places them in this order too."""
+        return host_order(self.inventory, hosts, chosen, self.sel.capacity, self.demand.assigned)
 
     def _fits(self, hosts: list[Host]) -> bool:
         if not hosts:
@@ -955,6 +964,21 @@ def _finish(allocation: dict[str, dict[str, Any]], start: int, now: int, demand:
             tuple(predicted))
     capacities = {name: cap for name, cap in sel.capacity.items()}
     return Plan(now, start, demand.walltime, sites, capacities)
+
+
+def host_order(inventory: Inventory, hosts: Sequence[str], chosen: Mapping[str, int],
+               capacity: Mapping[str, Capacity], assigned: Mapping[str, Sequence[VM]]) -> list[Host]:
+    """Planned hosts grouped by site (inventory order), named hosts first, then clusters (natural order)."""
+    order = {site: index for index, site in enumerate(inventory.sites)}
+    by_site: dict[str, list[Host]] = {}
+    for fqdn in hosts:
+        site = inventory.nodes[fqdn].site
+        by_site.setdefault(site, []).append(Host(fqdn, capacity[fqdn], vms=list(assigned.get(fqdn, ()))))
+    for cluster in sorted(chosen, key=natural_key):
+        site = inventory.clusters[cluster].site
+        by_site.setdefault(site, []).extend(Host(f"{cluster}-planned-{i}", capacity[cluster])
+                                            for i in range(chosen[cluster]))
+    return [host for site in sorted(by_site, key=lambda s: order.get(s, 0)) for host in by_site[site]]
 
 
 def _room(budget: Budget, vms: Sequence[VM]) -> Budget:

@@ -20,7 +20,7 @@ from vm5k.errors import UsageError
 from vm5k.placement import Limits, NotEnoughCapacity, place
 from vm5k.planning import Demand, Inventory, Plan
 from vm5k.request import Element
-from vm5k.topology import HOST_KO, HOST_PLANNED, VM, Host, Topology
+from vm5k.topology import HOST_KO, HOST_PLANNED, VM, Host, Topology, natural_key
 
 NODE, NAMED, PREDICTED, JOB = "node", "named", "predicted", "job"
 
@@ -88,9 +88,15 @@ def apply_jobs(topology: Topology, nodes: Mapping[str, Iterable[str]], inventory
                vlan: str | None) -> Topology:
     """The hosts of the jobs (``{"site:id": [fqdn...]}``): kept if present, added if missing; hosts not in
     the jobs (predicted ones) are dropped and their VMs unplaced."""
+    named = {node_of(h) for h in topology.hosts() if h.extra.get(NAMED)}
+
+    def order(fqdn: str) -> tuple[Any, ...]:  # the order plans place VMs in (Plan.planned_hosts)
+        node = inventory.nodes.get(fqdn)
+        return (fqdn not in named, natural_key(node.cluster if node else ""), natural_key(fqdn))
+
     wanted: dict[str, str] = {}
     for label, fqdns in nodes.items():
-        for fqdn in fqdns:
+        for fqdn in sorted(fqdns, key=order):
             wanted[fqdn] = label
     out = Topology(meta=topology.meta, unplaced=[])
     present: dict[str, Host] = {}
@@ -134,6 +140,13 @@ def place_unplaced(topology: Topology, distribution: str, limits: Limits, seed: 
     if not hosts:
         raise NotEnoughCapacity(f"no host left for {len(topology.unplaced)} VMs",
                                 (len(topology.unplaced), 0, 0), (0, 0, 0), limits, 0)
-    placement = place(topology.unplaced, hosts, distribution, limits=limits, seed=seed)
+    try:
+        placement = place(topology.unplaced, hosts, distribution, limits=limits, seed=seed)
+    except NotEnoughCapacity:
+        # VMs of mixed sizes can fragment in one host order and fit in another: biggest hosts first
+        biggest = sorted(hosts, key=lambda h: -(limits.budget(h.capacity).mem or 0))
+        if biggest == hosts:
+            raise
+        placement = place(topology.unplaced, biggest, distribution, limits=limits, seed=seed)
     topology.assign(placement.assignment)
     return placement.warnings
