@@ -121,20 +121,22 @@ class AddressRange:
     @property
     def size(self) -> int:
         total = sum(max(0, ipaddress.IPv4Network(b, strict=False).num_addresses - 2) for b in self.blocks)
-        if self.gateway and self.holds(self.gateway):
+        if self.gateway and any(self._inside(self.gateway, block) for block in self.blocks):
             total -= 1
         return total
 
+    @staticmethod
+    def _inside(ip: str, block: str) -> bool:
+        network = ipaddress.IPv4Network(block, strict=False)
+        address = ipaddress.IPv4Address(ip)
+        return address in network and address not in (network.network_address, network.broadcast_address)
+
     def holds(self, ip: str) -> bool:
         try:
-            address = ipaddress.IPv4Address(ip)
+            ipaddress.IPv4Address(ip)
         except ValueError:
             return False
-        for block in self.blocks:
-            network = ipaddress.IPv4Network(block, strict=False)
-            if address in network and address not in (network.network_address, network.broadcast_address):
-                return ip != self.gateway
-        return False
+        return ip != self.gateway and any(self._inside(ip, block) for block in self.blocks)
 
     def valid(self, ip: str | None, mac: str | None) -> bool:
         """True when (ip, mac) is one of this range's pairs (MAC compared case-insensitively)."""
