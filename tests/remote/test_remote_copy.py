@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
@@ -88,3 +89,29 @@ def test_the_sync_wrapper_drives_the_same_runner(lab: NsLab, tmp_path: Path) -> 
         assert ssh.write_text(["h1", "h2"], "/tmp/sync.txt", "sync\n").all_ok
         results = ssh.run(["h1", "h2"], ["cat", "/tmp/sync.txt"])
     assert [r.stdout for r in results] == ["sync\n", "sync\n"]
+
+
+def test_a_copy_cut_by_a_dropped_connection_is_never_installed_and_is_redone(private_lab: NsLab,
+                                                                             tmp_path: Path) -> None:
+    lab = private_lab
+    lab.rate = "20mbit"  # about 3 s for the file below, so that the drop lands mid-stream
+    lab._limit(lab.hosts["h1"].netns, "vh1")
+    source = tmp_path / "blob"
+    source.write_bytes(os.urandom(8 * 1024 * 1024))
+
+    async def scenario() -> tuple[Results, Results]:
+        async with runner_for(lab, tmp_path) as ssh:
+            await ssh.run(["h1"], ["true"])
+            task = asyncio.create_task(ssh.put(["h1"], source, "/tmp/cut/blob"))  # no checksum asked
+            await asyncio.sleep(1.0)
+            assert lab.drop_connections("h1") == 1
+            put = await task
+            listing = await ssh.run(["h1"], ["sh", "-c", "sleep 0.5; ls -A /tmp/cut; "
+                                             "sha256sum < /tmp/cut/blob"])
+            return put, listing
+
+    put, listing = run(scenario())
+    assert put.all_ok  # reconnected and copied again
+    names, digest = listing["h1"].stdout.split("\n", 1)
+    assert names == "blob"  # the cut first copy left no temporary file and was not installed
+    assert digest.split()[0] == hashlib.sha256(source.read_bytes()).hexdigest()

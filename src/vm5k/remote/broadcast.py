@@ -24,10 +24,10 @@ How, for ``broadcast_file(ssh, hosts, source, dest, work_dir=...)``:
    writes ``<dest>.vm5k-part-<tag>`` with ``tee -p`` (which keeps writing its own copy even when the next
    hop is gone) and feeds ``ssh -i <key> next-host``, whose forced command is the next ``forward.sh``.
 4. Every chain host computes the sha256 of what it writes while it writes it (``tee`` into the file and
-   into ``sha256sum``: no second read of a 1 GiB file), and once the stream is over the frontend has
-   each host compare that digest with the source's; only a correct, completely written copy is renamed
-   to ``dest`` (so ``dest`` is either absent, the old file, or the right one). Hosts the chain missed get
-   a direct copy from the frontend (checked the same way before the rename).
+   into a hash, OpenSSL's when there is one: no second read of a 1 GiB file), and once the stream is
+   over the frontend has each host compare that digest with the source's; only a correct, completely
+   written copy is renamed to ``dest`` (so ``dest`` is either absent, the old file, or the right one).
+   Hosts the chain missed get a direct copy from the frontend (checked the same way before the rename).
 
 Run it in the background with :func:`start_broadcast` so that it overlaps with host provisioning.
 
@@ -59,6 +59,7 @@ from vm5k.remote.connections import check_host_name
 from vm5k.remote.known_hosts import known_hosts_line
 from vm5k.remote.local import file_sha256
 from vm5k.remote.results import MAX_HOSTS_IN_MESSAGE
+from vm5k.remote.runner import SHA256_FUNCTION, sha256_command
 from vm5k.remote.ssh import SshRunner
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ set -u
 if ! cd -- "$4" 2>/dev/null || [ ! -f received.sha256 ] || [ ! -f tee.status ]; then
     echo "nothing received" >&2; exit 4
 fi
-got=$(cut -d' ' -f1 received.sha256)
+got=$(cat received.sha256)
 if [ "$(cat tee.status)" != 0 ]; then rm -f -- "$1"; echo "write failed on this host" >&2; exit 5; fi
 if [ "$got" != "$3" ]; then rm -f -- "$1"; echo "checksum mismatch: got $got" >&2; exit 3; fi
 chmod 644 -- "$1" && mv -f -- "$1" "$2"
@@ -160,8 +161,7 @@ async def broadcast_file(ssh: SshRunner, hosts: Iterable[str], source: Path, des
     digest = sha256 or await asyncio.to_thread(file_sha256, source)
     report = BroadcastReport(dest=dest, sha256=digest)
 
-    present = await ssh.run(host_list, ["sh", "-c", 'if [ -f "$1" ]; then sha256sum < "$1"; fi',
-                                        "vm5k-sha256", dest])
+    present = await ssh.run(host_list, sha256_command(dest))
     targets = []
     for result in present:
         if not result.ok:
@@ -202,17 +202,17 @@ async def _chain(ssh: SshRunner, targets: list[str], source: Path, dest: str, wo
     forced = shlex.join(["/bin/sh", f"{chain_dir}/forward.sh"]).replace('"', '\\"')
     authorized = f'restrict,command="{forced}" {public[0]} {public[1]} {marker}'
     report.chain = list(targets)
-    prepared: list[str] = []
     try:
         prepared = await _prepare(ssh, targets, chain_dir, part, private, authorized, hop_addresses)
         chain = [host for host in targets if host in prepared]
         if len(chain) != len(targets):
             log.warning("broadcast of %s: hosts %s could not join the chain", dest,
                         ", ".join(h for h in targets if h not in prepared))
+        if chain and chain != targets:
+            # The chain has shrunk: rewrite the scripts of hosts whose next hop changed.
+            chain = await _write_scripts(ssh, chain, chain_dir, part, hop_addresses)
+        report.chain = list(chain)
         if chain:
-            # The chain order may have shrunk: rewrite the scripts of hosts whose next hop changed.
-            if chain != targets:
-                await _write_scripts(ssh, chain, chain_dir, part, hop_addresses)
             first_step = ["/bin/sh", f"{chain_dir}/forward.sh"]
             streamed = await ssh.stream_file(chain[0], source, first_step, timeout)
             if not streamed.ok:
@@ -292,7 +292,8 @@ def _forward_script(chain_dir: str, part: str, address: str | None, port: int, u
         f"cd -- {q(chain_dir)} || exit 1",
         # The digest is computed while the file is written (the same bytes), not by reading it again.
         "rm -f sum.fifo received.sha256 tee.status && mkfifo sum.fifo || exit 1",
-        "sha256sum < sum.fifo > received.sha256 &",
+        *SHA256_FUNCTION.strip().splitlines(),
+        "vm5k_sha256 < sum.fifo > received.sha256 &",
     ]
     if address is None:
         lines.append('tee -- "$part" sum.fifo > /dev/null; echo $? > tee.status')

@@ -20,11 +20,21 @@ from typing import Protocol, runtime_checkable
 
 from vm5k.remote.results import HostResult, Results
 
+#: A shell function printing the hex sha256 of stdin. OpenSSL's (SHA extensions of current CPUs) hashes
+#: about 8x faster than coreutils' sha256sum, which is the fallback: on a host that receives a 1 GiB image
+#: while forwarding it, hashing is the biggest CPU cost after the ciphers.
+SHA256_FUNCTION = r"""
+vm5k_sha256() {
+    if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r | cut -d' ' -f1
+    else sha256sum | cut -d' ' -f1; fi
+}
+"""
+
 #: Streams a file from stdin to a temporary name beside ``$1``, checks its size ``$5`` (a stream cut by
 #: a dropped connection looks like a normal end of file) and ``$4`` (sha256, optional; hashed while
 #: written, so a big file is not read twice), sets mode ``$3`` and renames it into place, so readers see
 #: the old file or the whole new one.
-PUT_SCRIPT = r"""
+PUT_SCRIPT = SHA256_FUNCTION + r"""
 set -eu
 dest=$1 tmp=$2 mode=$3 sum=$4 size=$5
 trap 'rm -f -- "$tmp" "$tmp.fifo" "$tmp.sum"' EXIT
@@ -32,10 +42,10 @@ mkdir -p -- "$(dirname -- "$dest")"
 umask 077
 if [ -n "$sum" ]; then
     mkfifo -- "$tmp.fifo"
-    sha256sum < "$tmp.fifo" > "$tmp.sum" &
+    vm5k_sha256 < "$tmp.fifo" > "$tmp.sum" &
     tee -- "$tmp.fifo" > "$tmp"
     wait
-    got=$(cut -d' ' -f1 "$tmp.sum")
+    got=$(cat "$tmp.sum")
     if [ "$got" != "$sum" ]; then echo "checksum mismatch: got $got, want $sum" >&2; exit 3; fi
 else
     cat > "$tmp"
@@ -48,8 +58,8 @@ trap - EXIT
 """
 
 #: Prints the sha256 of ``$1`` if it is a regular file, nothing otherwise.
-SHA256_SCRIPT = r"""
-if [ -f "$1" ]; then sha256sum < "$1" | cut -d' ' -f1; fi
+SHA256_SCRIPT = SHA256_FUNCTION + r"""
+if [ -f "$1" ]; then vm5k_sha256 < "$1"; fi
 """
 
 

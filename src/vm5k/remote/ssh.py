@@ -6,7 +6,6 @@ what is in flight (see `SshSettings.max_parallel`); each host's connection is op
 once and runs again: callers only send idempotent commands (the workflow is built on that).
 
 >>> import asyncio
-import contextlib
 >>> async def main():
 ...     async with SshRunner(SshSettings(config_files=(Path("ssh_config"),))) as ssh:
 ...         results = await ssh.run(["node-1", "node-2"], ["uname", "-r"])
