@@ -35,6 +35,10 @@ from vm5k.remote.known_hosts import KnownHostsStore
 log = logging.getLogger(__name__)
 
 STAGES = ("planned", "defined", "running", "address", "banner", "login")
+#: Host key algorithms in OpenSSH's order of preference. asyncssh's default puts RSA first, and some small
+#: servers (dropbear among them) advertise RSA without holding an RSA key, then drop the connection.
+HOST_KEY_ALGS = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                 "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
 CHANNEL_TIMEOUT = 6.0
 BANNER_TIMEOUT = 5.0
 LOGIN_TIMEOUT = 20.0
@@ -133,7 +137,8 @@ class VmProber:
                 async with asyncssh.connect(
                         address, tunnel=conn, username=self.user, client_keys=self.keys, known_hosts=known,
                         client_factory=lambda: _VmKeys(store, self._memory), agent_path=None,
-                        config=None, connect_timeout=LOGIN_TIMEOUT) as vm:
+                        config=None, connect_timeout=LOGIN_TIMEOUT,
+                        server_host_key_algs=list(HOST_KEY_ALGS)) as vm:
                     result = await vm.run("hostname", check=False)
         except asyncssh.PermissionDenied as error:
             return Probe("banner", f"key refused: {error.reason}")
