@@ -19,7 +19,7 @@ from vm5k.hypervisor import dnsmasq, lifecycle
 from vm5k.hypervisor.settings import Progress, RunSettings, no_progress
 from vm5k.hypervisor.state import meta, short
 from vm5k.remote import Runner
-from vm5k.topology import Topology
+from vm5k.topology import HOST_OK, Topology
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ async def destroy_run(topo: Topology, runner: Runner, settings: RunSettings,
                       progress: Progress = no_progress) -> Topology:
     """Remove everything of the run from every host of the topology (see the module docstring)."""
     layout = settings.layout
-    hosts = [host.id for host in topo.hosts()]
+    # Hosts the run never reached hold nothing of it (e.g. unreachable from the start).
+    hosts = [host.id for host in topo.hosts() if host.extra.get("provisioned") or host.state == HOST_OK]
     state = meta(topo)
     failed: dict[str, str] = {}
     progress("destroy", 0, 3, f"{len(hosts)} hosts")

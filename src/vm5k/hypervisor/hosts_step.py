@@ -103,6 +103,8 @@ async def setup_hosts(topo: Topology, runner: Runner, settings: RunSettings,
                 ok.remove(name)
         progress("hosts", 1, total, "folders")
         ok = _exclude(await runner.run(ok, folders_command(layout), timeout=60), hosts, "folders")
+        for name in ok:
+            hosts[name].extra["provisioned"] = True  # something of the run may live there: destroy visits it
         images = await images_task
         record_images(topo, images, settings)
         files = [item for image in images.values() for item in image.files()]

@@ -2,7 +2,8 @@
 
 - ``topology.meta["hypervisor"]``: run-level facts: the images (source → sha256, format, paths on hosts,
   direct-boot files), the service node and the DNS server address, hosts a destroy could not clean;
-- ``host.extra``: ``accel`` (kvm/tcg) and ``accel_reason``, ``nproc``, ``address``, ``prefixlen``, ``bridge``;
+- ``host.extra``: ``accel`` (kvm/tcg) and ``accel_reason``, ``nproc``, ``address``, ``prefixlen``, ``bridge``,
+  ``provisioned`` (the run made its folders there: destroy visits it);
 - ``vm.extra``: ``domain`` (libvirt name), ``stage`` (the last readiness stage reached), ``attempts``,
   ``boot_seconds`` (start to key login);
 - states: hosts ``OK``/``KO``, VMs ``OK``/``KO``, each KO with a one-line ``reason``.
