@@ -502,7 +502,8 @@ def select(inventory: Inventory, demand: Demand) -> _Selection:
         nodes = [n for n in cluster.nodes if n.usable_for_vms and n.fqdn not in banned_hosts
                  and demand.queue in (n.queues or cluster.queues)]
         eligible[name] = nodes
-        excluded[name] = tuple(n.fqdn for n in cluster.nodes if n not in nodes)
+        kept = {n.fqdn for n in nodes}
+        excluded[name] = tuple(n.fqdn for n in cluster.nodes if n.fqdn not in kept)
         if nodes:
             capacity[name] = Capacity(min(n.capacity.ram for n in nodes),
                                       min(n.capacity.cores for n in nodes),
@@ -699,6 +700,12 @@ def _check_possible(sel: _Selection, inventory: Inventory, node_resource: Mappin
         named = [w.name for w in sel.wants if w.kind == "host"]
         everything = host_order(inventory, named, {c: n for c, n in usable.items() if n}, sel.capacity,
                                 demand.assigned)
+        sizes = {(vm.mem, vm.n_cpu) for vm in demand.vms}
+        if len(sizes) == 1 and demand.distribution != "n_by_hosts" and not demand.assigned:
+            # VMs of one size, first fit: counting them is exact, and much cheaper than placing them
+            probe = demand.vms[0]
+            if sum(demand.limits.budget(h.capacity).count(probe) or 0 for h in everything) >= len(demand.vms):
+                return
         try:
             place(demand.vms, everything, demand.distribution, limits=demand.limits, seed=demand.seed)
         except NotEnoughCapacity as error:
