@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vm5k.errors import DeploymentError
@@ -88,7 +88,8 @@ class AddressRange:
     """Where the VMs of some sites take their addresses.
 
     blocks: the CIDRs addresses are drawn from, in order; network/netmask/gateway/broadcast: what the VMs
-    are configured with; dhcp: who serves the pairs ("grid5000" for subnets, "vm5k" for a vlan).
+    are configured with; dhcp: who serves the pairs ("grid5000" for subnets, "vm5k" for a vlan);
+    reserved: addresses no VM gets (the gateway never does either).
     """
 
     kind: str
@@ -98,6 +99,7 @@ class AddressRange:
     gateway: str | None
     vlan: str | None = None
     dhcp: str = "grid5000"
+    reserved: tuple[str, ...] = ()  # addresses of the blocks kept out of the VMs' pairs (the run's DNS)
 
     @property
     def netmask(self) -> str:
@@ -115,14 +117,15 @@ class AddressRange:
         for block in self.blocks:
             for address in ipaddress.IPv4Network(block, strict=False).hosts():
                 ip = str(address)
-                if ip != self.gateway:
+                if ip != self.gateway and ip not in self.reserved:
                     yield ip, self.mac_for(ip)
 
     @property
     def size(self) -> int:
         total = sum(max(0, ipaddress.IPv4Network(b, strict=False).num_addresses - 2) for b in self.blocks)
-        if self.gateway and any(self._inside(self.gateway, block) for block in self.blocks):
-            total -= 1
+        for ip in {self.gateway, *self.reserved} - {None}:
+            if any(self._inside(str(ip), block) for block in self.blocks):
+                total -= 1
         return total
 
     @staticmethod
@@ -136,7 +139,8 @@ class AddressRange:
             ipaddress.IPv4Address(ip)
         except ValueError:
             return False
-        return ip != self.gateway and any(self._inside(ip, block) for block in self.blocks)
+        return (ip != self.gateway and ip not in self.reserved
+                and any(self._inside(ip, block) for block in self.blocks))
 
     def valid(self, ip: str | None, mac: str | None) -> bool:
         """True when (ip, mac) is one of this range's pairs (MAC compared case-insensitively)."""
@@ -145,13 +149,14 @@ class AddressRange:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "sites": list(self.sites), "blocks": list(self.blocks),
                 "network": self.network, "netmask": self.netmask, "gateway": self.gateway,
-                "broadcast": self.broadcast, "vlan": self.vlan, "dhcp": self.dhcp}
+                "broadcast": self.broadcast, "vlan": self.vlan, "dhcp": self.dhcp,
+                "reserved": list(self.reserved)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AddressRange:
         return cls(str(data["kind"]), tuple(data.get("sites") or ()), tuple(data.get("blocks") or ()),
                    str(data["network"]), data.get("gateway"), data.get("vlan"),
-                   str(data.get("dhcp", "grid5000")))
+                   str(data.get("dhcp", "grid5000")), tuple(data.get("reserved") or ()))
 
 
 def subnet_range(site: str, cidrs: Sequence[str], virt_ip_range: str | None,
@@ -202,6 +207,37 @@ class AddressPool:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> AddressPool:
         return cls(tuple(AddressRange.from_dict(r) for r in (data or {}).get("ranges") or ()))
+
+
+def with_service_address(pool: AddressPool, current: str | None = None) -> tuple[AddressPool, str | None]:
+    """The pool with one address kept for the run's DNS/DHCP server (``meta["service_address"]``).
+
+    It is `current` when that still belongs to a range, else the last usable address of the first range's
+    last block (the end of the range: the last one VMs would get). Returns the new pool and the address.
+
+    >>> pool, address = with_service_address(AddressPool((subnet_range("rennes", ["10.156.4.0/22"],
+    ...                                                                 "10.156.0.0/14", None),)))
+    >>> address, pool.ranges[0].reserved, pool.ranges[0].valid(address, grid5000_mac(address))
+    ('10.156.7.254', ('10.156.7.254',), False)
+    """
+    if not pool.ranges:
+        return pool, None
+    ranges = list(pool.ranges)
+    for index, rng in enumerate(ranges):
+        if current is not None and current in rng.reserved:
+            return pool, current
+        if current is not None and rng.holds(current):
+            ranges[index] = replace(rng, reserved=(*rng.reserved, current))
+            return AddressPool(tuple(ranges)), current
+    first = ranges[0]
+    for block in reversed(first.blocks):
+        network = ipaddress.IPv4Network(block, strict=False)
+        for candidate in (network.broadcast_address - 1, network.broadcast_address - 2):
+            address = str(candidate)
+            if first.holds(address):
+                ranges[0] = replace(first, reserved=(*first.reserved, address))
+                return AddressPool(tuple(ranges)), address
+    return pool, None
 
 
 def assign(topology: Topology, pool: AddressPool) -> int:
@@ -255,4 +291,4 @@ def assign(topology: Topology, pool: AddressPool) -> int:
 
 __all__ = ["GRID5000_MAC_PREFIX", "KAVLAN", "KAVLAN_MAC_PREFIX", "SUBNET", "AddressPool", "AddressRange",
            "SiteNetwork", "assign", "grid5000_mac", "is_grid5000_mac", "kavlan_mac", "kavlan_range",
-           "same_mac", "subnet_range"]
+           "same_mac", "subnet_range", "with_service_address"]

@@ -18,6 +18,7 @@ from vm5k.addresses import (
     kavlan_range,
     same_mac,
     subnet_range,
+    with_service_address,
 )
 from vm5k.errors import DeploymentError
 from vm5k.topology import VM, Host, Topology
@@ -136,3 +137,17 @@ def test_too_few_addresses_and_missing_site_are_errors() -> None:
 def test_pool_round_trips_through_json_values() -> None:
     assert AddressPool.from_dict(POOL.to_dict()) == POOL
     assert AddressPool.from_dict(None) == AddressPool()
+
+
+def test_the_service_address_is_kept_out_of_the_pairs_and_stays() -> None:
+    pool, service = with_service_address(POOL)
+    assert service == "10.156.11.254" and service in pool.ranges[0].reserved
+    topo = topology({"a-1.rennes.grid5000.fr": [f"vm-{i}" for i in range(1, 1021)]})
+    with pytest.raises(DeploymentError, match="too few"):  # 1022 addresses, one kept: 1021 for VMs
+        assign(topology({"a-1.rennes.grid5000.fr": [f"vm-{i}" for i in range(1, 1023)]}), pool)
+    assign(topo, pool)
+    assert service not in {vm.ip for vm in topo.vms()}
+    again, same = with_service_address(AddressPool.from_dict(pool.to_dict()), service)
+    assert same == service and again == pool
+    moved, kept = with_service_address(POOL, "10.144.3.3")
+    assert kept == "10.144.3.3" and "10.144.3.3" in moved.range_for("nancy").reserved

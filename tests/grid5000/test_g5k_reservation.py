@@ -52,6 +52,8 @@ def test_reservation_runs_with_hosts_and_pairs_then_destroy(server: ServerHandle
         assert same_mac(vm.mac, grid5000_mac(vm.ip))
         assert pool.range_for(site).valid(vm.ip, vm.mac)
     assert len({vm.ip for vm in topo.vms()}) == 30
+    service = topo.meta["service_address"]  # the run's DNS/DHCP address: in the pool, no VM's
+    assert any(service in r.reserved for r in pool.ranges) and service not in {vm.ip for vm in topo.vms()}
     # destroy kills the jobs and waits until they are gone
     topo = platform.destroy(topo)
     assert jobs_on(server) == []

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vm5k import render
-from vm5k.addresses import AddressPool, AddressRange, assign, kavlan_range, subnet_range
+from vm5k.addresses import AddressPool, AddressRange, assign, kavlan_range, subnet_range, with_service_address
 from vm5k.errors import DeploymentError, PlatformError, UsageError
 from vm5k.placement import NotEnoughCapacity, place
 from vm5k.planning import SECURITY_MARGIN, Plan, plan_slot, with_not_before
@@ -50,7 +50,15 @@ from vm5k.platforms.grid5000.oar import (
     paris_date,
     wait_gone,
 )
-from vm5k.platforms.grid5000.record import POOL_KEY, RUN_ID_KEY, Options, RunRecord, job_name, run_id
+from vm5k.platforms.grid5000.record import (
+    POOL_KEY,
+    RUN_ID_KEY,
+    SERVICE_KEY,
+    Options,
+    RunRecord,
+    job_name,
+    run_id,
+)
 from vm5k.platforms.grid5000.reference import Reference, list_sites, reference_from_docs
 from vm5k.platforms.grid5000.reservation import Submission, reservation_start, site_types, submit_plan
 from vm5k.platforms.grid5000.reservation import wait_running as wait_jobs
@@ -412,7 +420,9 @@ class Grid5000Platform:
                                       record.options.seed):
             log.warning("%s", warning)
         pool = self._pool(topo, record, held, ref, vlan_owner if vlan else None)
+        pool, service = with_service_address(pool, topo.meta.get(SERVICE_KEY))
         topo.meta[POOL_KEY] = pool.to_dict()
+        topo.meta[SERVICE_KEY] = service
         assign(topo, pool)
         record.vlan = vlan
         ranges = "; ".join(f"{','.join(r.sites)}: {', '.join(r.blocks[:3])}{' ...' * (len(r.blocks) > 3)}"

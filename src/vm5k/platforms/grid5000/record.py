@@ -1,9 +1,10 @@
 """What the Grid'5000 platform keeps in the topology: ``--resume`` and ``--destroy`` need nothing else.
 
 ``topology.meta["grid5000"]`` holds the run's options (what the user asked, resolved), the plan, the OAR
-jobs (ours, and those given with ``-j``), the Kadeploy runs and the hosts deployed; the address pool goes
-to ``topology.meta["address_pool"]`` (platform-neutral: the network step reads it); ``meta["run_id"]``
-names the jobs (``vm5k-<run id>``). Never credentials: only the API URL.
+jobs (ours, and those given with ``-j``), the Kadeploy runs and the hosts deployed. Platform-neutral keys
+(the network step reads them, as for the ``hosts`` platform): ``meta["address_pool"]`` (the ranges, see
+``vm5k.addresses``) and ``meta["service_address"]`` (an address of the pool kept for the run's DNS/DHCP).
+``meta["run_id"]`` names the jobs (``vm5k-<run id>``). Never credentials: only the API URL.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from vm5k.topology import Topology
 
 META_KEY = "grid5000"
 POOL_KEY = "address_pool"
+SERVICE_KEY = "service_address"  # the run's DNS/DHCP address, kept out of the VMs' pairs
 RUN_ID_KEY = "run_id"
 
 
