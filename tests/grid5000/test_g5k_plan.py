@@ -159,3 +159,11 @@ def test_plan_is_reentrant_once_reserved(platform: Grid5000Platform, server: Ser
     again = platform.plan(topo)
     assert RunRecord.load(again).jobs == RunRecord.load(topo).jobs
     assert len(jobs_on(server)) == 1
+
+
+def test_hardware_for_max_vms(platform: Grid5000Platform, server: ServerHandle) -> None:
+    hosts = platform.hardware(request_for(server, "-r", "lyon", "-b", "taurus-3", "-w", "1:00:00"))
+    names = {h.id for h in hosts}
+    assert "taurus-1.lyon.grid5000.fr" in names and "taurus-3.lyon.grid5000.fr" not in names
+    assert not any(n.startswith(("sagittaire", "neowise")) for n in names)  # no VMs there / exotic
+    assert all(h.capacity is not None and h.capacity.ram > 0 for h in hosts)

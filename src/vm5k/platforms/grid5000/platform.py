@@ -17,7 +17,7 @@ from vm5k import render
 from vm5k.addresses import AddressPool, AddressRange, assign, kavlan_range, subnet_range, with_service_address
 from vm5k.errors import DeploymentError, PlatformError, UsageError
 from vm5k.placement import NotEnoughCapacity, place
-from vm5k.planning import SECURITY_MARGIN, Plan, plan_slot, with_not_before
+from vm5k.planning import SECURITY_MARGIN, Demand, Plan, plan_slot, select, with_not_before
 from vm5k.platforms import Progress, ProgressCallback, ProgressItem
 from vm5k.platforms.grid5000.api import ApiClient, ApiError
 from vm5k.platforms.grid5000.credentials import ApiConfig, load_api_config
@@ -64,7 +64,7 @@ from vm5k.platforms.grid5000.reservation import Submission, reservation_start, s
 from vm5k.platforms.grid5000.reservation import wait_running as wait_jobs
 from vm5k.platforms.grid5000.status import fetch_availability
 from vm5k.remote import SshRunner, SshSettings
-from vm5k.request import GRID5000, Request, format_walltime
+from vm5k.request import GRID5000, Element, Request, format_walltime
 from vm5k.topology import HOST_KO, HOST_OK, Host, Topology
 
 log = logging.getLogger(__name__)
@@ -338,6 +338,22 @@ class Grid5000Platform:
                              f"name {name}{date}):")
                 lines.append(site_plan.resources(plan.walltime))
         return "\n".join(lines) + "\n" + render.plan_text(topology, walltime=walltime)
+
+    def hardware(self, request: Request) -> list[Host]:
+        """The hosts ``vm5k_max_vms`` counts for: those of ``-j`` jobs, else every node that ``-r`` could
+        use (reference hardware, with ``-b``, the queue and the VM rules of planning; counts ignored)."""
+        if request.jobs:
+            found = [self._find_job(ref.site, ref.id) for ref in request.jobs]
+            ref = self.reference([site for site, _ in found])
+            fqdns = [fqdn for _, doc in found for fqdn in job_resources(doc).nodes]
+            return [Host(f, ref.inventory.nodes[f].capacity) for f in fqdns if f in ref.inventory.nodes]
+        names = [element.name for element in request.resources]
+        inventory = self.reference(self.sites_of(names)).inventory
+        blacklist = tuple(b for b in request.blacklist if self._known(inventory, b))
+        demand = Demand(elements=tuple(Element(n) for n in names), blacklist=blacklist, queue=request.queue)
+        selection = select(inventory, demand)
+        return [Host(node.fqdn, node.capacity) for cluster in selection.pool
+                for node in selection.eligible[cluster]]
 
     # -- reserve ---------------------------------------------------------------------------------------
 
