@@ -43,8 +43,9 @@ def _write(path: Path, value: str) -> None:
         handle.write(value)
 
 
-def ensure(runtime: Runtime, path: Path, limit: int) -> None:
-    """Create a memory cgroup (recorded first) and set its limit; hierarchical accounting is on."""
+def ensure(runtime: Runtime, path: Path, limit: int) -> int:
+    """Create a memory cgroup (recorded first), set its limit and return it as the kernel applied it
+    (rounded to pages); hierarchical accounting is on."""
     runtime.record(f"cgroup:{path}", "cgroup", path=str(path))
     path.mkdir(parents=True, exist_ok=True)
     use_hierarchy = path / "memory.use_hierarchy"
@@ -52,6 +53,7 @@ def ensure(runtime: Runtime, path: Path, limit: int) -> None:
         with contextlib.suppress(OSError):  # only settable on an empty cgroup; the parent's value wins
             _write(use_hierarchy, "1")
     _write(path / "memory.limit_in_bytes", str(limit))
+    return int((path / "memory.limit_in_bytes").read_text())
 
 
 def ensure_testbed(layout: Layout, runtime: Runtime) -> int:

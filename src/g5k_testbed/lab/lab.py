@@ -95,11 +95,11 @@ class Lab:
 
     # ------------------------------------------------------------------ up
     def up(self, options: UpOptions) -> dict[str, Any]:
-        check_machine()
         say = options.progress
         layout = self.layout
         info = self.info()
-        plan = self._resolve_plan(info, options.requests)
+        plan = self._resolve_plan(info, options.requests)  # bad input is reported before anything else
+        check_machine()
         layout.state_dir.mkdir(parents=True, exist_ok=True)
         layout.state_dir.chmod(0o755)
         marker = layout.state_dir / ".vm5k-testbed"
@@ -181,23 +181,21 @@ class Lab:
 
     def _start_nodes(self, plan: LabPlan, say: Callable[[str], None]) -> None:
         from . import libvirtcaps
-        seeded = libvirtcaps.seed_common_layer(self.layout)
         pending = [item for item in plan.nodes if not node.running(self.runtime, item)]
         if not pending:
             return
-        if not seeded:
+        if not libvirtcaps.machine_cache().is_dir():
             first = pending.pop(0)
             say(f"node {first.fqdn} (and the one QEMU capability probe every node will share)")
             init = self.start_node(plan, first)
             libvirtcaps.probe_in_node(init, node.NodeFiles(self.layout, first).upper)
-            libvirtcaps.seed_common_layer(self.layout)
         errors: list[str] = []
 
         def start(item: NodePlan) -> None:
             try:
                 self.start_node(plan, item)
-            except LabError as exc:
-                errors.append(str(exc))
+            except Exception as exc:  # reported by the caller, whatever broke in this thread
+                errors.append(f"{item.fqdn}: {exc}" if not isinstance(exc, LabError) else str(exc))
 
         threads = []
         for item in pending:
@@ -235,9 +233,11 @@ class Lab:
         self._set_node(item.fqdn, plugged=vlan)
         budget = int(info.get("memory_budget") or cgroups.machine_budget())
         limit = int(info.get("node_memory") or min(item.ram or budget, budget))
-        cgroups.ensure(self.runtime, layout.node_cgroup(item.uid), limit)
+        limit = cgroups.ensure(self.runtime, layout.node_cgroup(item.uid), limit)
         pub = layout.private_key.with_suffix(".pub").read_text()
         node.write_base_layer(layout, plan, item, pub)
+        from . import libvirtcaps
+        libvirtcaps.seed_node(node.NodeFiles(layout, item).upper)
         init = node.launch(layout, self.runtime, item)
         self._set_node(item.fqdn, state="up", memory_limit=limit, started_at=int(time.time()))
         return init

@@ -93,11 +93,6 @@ class Layout:
     def run_dir(self) -> Path:
         return self.state_dir / "run"
 
-    @property
-    def common_dir(self) -> Path:
-        """A filesystem layer shared by every node (the seeded libvirt capability cache)."""
-        return self.state_dir / "common"
-
     def site_dir(self, site: str) -> Path:
         return self.state_dir / "sites" / site
 

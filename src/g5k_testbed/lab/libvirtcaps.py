@@ -3,7 +3,7 @@
 libvirtd caches what it learnt from each QEMU binary in /var/cache/libvirt/qemu/capabilities/ and trusts
 that cache as long as the binaries, the kernel, the CPU and /dev/kvm are unchanged. All nodes share those,
 so the first node probes once, the result is kept in the machine's cache (keyed by exactly those facts),
-and every node sees it through the testbed's common filesystem layer.
+and every node starts with a copy in its own writable layer (again after each Kadeploy wipe).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .layout import CACHE_DIR, Layout
+from .layout import CACHE_DIR
 from .procs import ProcRef, run
 
 CAPS_SUBDIR = Path("var/cache/libvirt/qemu/capabilities")
@@ -44,19 +44,26 @@ def machine_cache() -> Path:
     return CACHE_DIR / "libvirt-caps" / cache_key()
 
 
-def seed_common_layer(layout: Layout) -> bool:
-    """Put the machine's cached probe in the testbed's common layer; False when there is none yet."""
+def seed_node(node_upper: Path) -> bool:
+    """Put the machine's cached probe in a (stopped) node's writable layer; False when there is none yet.
+
+    It goes into the node's own layer rather than a lower layer shared by all nodes because overlayfs
+    refuses a lower layer that lies inside another lower layer (/var), which a state folder under /var is.
+    """
     source = machine_cache()
     files = sorted(source.glob("*.xml")) if source.is_dir() else []
     if not files:
         return False
-    target = layout.common_dir / CAPS_SUBDIR
-    target.mkdir(parents=True, exist_ok=True)
-    for folder in (layout.common_dir / "var", layout.common_dir / "var" / "cache"):
-        _mirror(Path("/") / folder.relative_to(layout.common_dir), folder)
+    target = node_upper / CAPS_SUBDIR
+    node_upper.mkdir(parents=True, exist_ok=True)
+    for depth in range(1, len(CAPS_SUBDIR.parts) + 1):
+        folder = node_upper / Path(*CAPS_SUBDIR.parts[:depth])
+        folder.mkdir(exist_ok=True)
+        _mirror(Path("/") / Path(*CAPS_SUBDIR.parts[:depth]), folder)
     for path in files:
-        if not (target / path.name).exists():
-            shutil.copyfile(path, target / path.name)
+        tmp = target / f".{path.name}.tmp"
+        shutil.copyfile(path, tmp)
+        tmp.replace(target / path.name)
     return True
 
 

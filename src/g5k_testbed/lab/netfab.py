@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import threading
 from pathlib import Path
 
 from .errors import LabError
@@ -32,6 +33,7 @@ from .runtime import Runtime
 DEFAULT_VLAN = "DEFAULT"
 PROD_BRIDGE = "br-prod"
 TRANSIT = ipaddress.IPv4Network("198.18.0.0/16")  # benchmarking range: never a Grid'5000 address
+_bridges_lock = threading.Lock()
 
 
 def vlan_bridge(vid: str) -> str:
@@ -86,7 +88,9 @@ def routed_networks(site: SitePlan) -> list[str]:
 def build_fabric(layout: Layout, runtime: Runtime, plan: LabPlan) -> None:
     """The backbone and every site's router with its production bridge (idempotent)."""
     ensure_netns(runtime, layout.backbone_netns)
-    for index, site in enumerate(plan.sites.values()):
+    sysctl(layout.backbone_netns, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0")
+    # Cable numbers follow the site names, so that every `up` gives each site the same addresses.
+    for index, site in enumerate(sorted(plan.sites.values(), key=lambda site: site.name)):
         site_ns = layout.site_netns(site.name)
         ensure_netns(runtime, site_ns)
         sysctl(site_ns, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0",
@@ -118,8 +122,11 @@ def ensure_vlan_bridge(layout: Layout, vlan: VlanNet) -> tuple[str, str]:
     """
     netns = layout.site_netns(vlan.owner)
     bridge = vlan_bridge(vlan.vid)
-    if bridge not in links(netns):
-        ip(netns, "link", "add", bridge, "type", "bridge")
+    with _bridges_lock:  # deployments of several nodes into one vlan run in parallel threads
+        if bridge not in links(netns):
+            ip(netns, "link", "add", bridge, "type", "bridge", check=False)
+            if bridge not in links(netns):
+                raise LabError(f"cannot create bridge {bridge} in {netns}")
     prefix = ipaddress.IPv4Network(vlan.network).prefixlen
     ip(netns, "addr", "replace", f"{vlan.gateway}/{prefix}", "dev", bridge)
     ip(netns, "link", "set", bridge, "up")

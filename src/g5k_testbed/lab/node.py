@@ -27,7 +27,7 @@ from typing import Any
 
 from . import cgroups, netfab
 from .errors import LabError
-from .layout import Layout
+from .layout import DEFAULT_STATE_DIR, Layout
 from .nodeinit import OVERLAID
 from .plan import LabPlan, NodePlan
 from .procs import ProcRef, children, run, wait_until
@@ -133,7 +133,9 @@ def write_init_config(layout: Layout, node: NodePlan) -> NodeFiles:
             continue
         (files.upper / entry).mkdir(parents=True, exist_ok=True)
         (files.work / entry).mkdir(parents=True, exist_ok=True)
-        lower = [str(layer / entry) for layer in (files.base, layout.common_dir) if (layer / entry).is_dir()]
+        # Only /etc has a base layer: overlayfs refuses a lower layer inside another one (/var), and
+        # the state folder may well be under /var.
+        lower = [str(files.base / entry)] if (files.base / entry).is_dir() else []
         for layer in (files.upper / entry, *map(Path, lower)):
             mirror_attributes(Path(f"/{entry}"), layer)
         layers[entry] = {"lower": lower, "upper": str(files.upper / entry), "work": str(files.work / entry)}
@@ -143,7 +145,8 @@ def write_init_config(layout: Layout, node: NodePlan) -> NodeFiles:
         "cgroup": str(layout.node_cgroup(node.uid)),
         "root": str(files.root),
         "layers": layers,
-        "hide": [str(layout.state_dir)],
+        # The testbed's files (keys, every node's layers) are none of the nodes' business.
+        "hide": [str(layout.state_dir), str(DEFAULT_STATE_DIR.parent)],
         "daemons": [["virtlogd", "-d"], ["libvirtd", "-d"], ["/usr/sbin/sshd"]],
     })
     return files

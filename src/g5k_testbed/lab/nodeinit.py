@@ -9,9 +9,9 @@ so it runs in the node's network namespace and in fresh mount, UTS, IPC and PID 
 assembles a new root on a tmpfs and `pivot_root`s into it:
 
 - every standard top-level folder of the machine (etc, var, usr, root, home, opt, srv, ...) is an overlay:
-  the node's own writable layer on top of the node's base layer (hostname, sshd config, host keys), the
-  testbed's common layer (libvirt's capability cache) and the machine's folder. Installed packages are
-  therefore visible, and whatever the node's users write stays on that node until Kadeploy wipes it;
+  the node's own writable layer on top of the machine's folder (and, for /etc, of the node's base layer:
+  hostname, sshd config, host keys). Installed packages are therefore visible, and whatever the node's
+  users write stays on that node until Kadeploy wipes it;
 - /tmp, /run and /dev/shm are private tmpfs; /proc and /sys are the node's own;
 - /grid5000 is shared (the frontend's NFS on Grid'5000), /dev is the machine's;
 - anything else at the machine's top level (the repository, tooling) is simply absent.

@@ -38,6 +38,8 @@ def parse_site_spec(spec: str | None, nodes: int | None) -> list[SiteRequest]:
     """
     if nodes is not None and not 1 <= nodes <= MAX_NODES:
         raise UsageError(f"--nodes {nodes}: give a number of nodes between 1 and {MAX_NODES}")
+    if spec is not None and not spec.strip():
+        raise UsageError("--site: empty (expected SITE[:CLUSTER][:N] items separated by commas)")
     requests: list[SiteRequest] = []
     for item in (spec or DEFAULT_SITE).split(","):
         parts = item.strip().split(":")
