@@ -12,3 +12,5 @@ _HOME = tempfile.mkdtemp(prefix="vm5k-test-home-")
 os.environ["HOME"] = _HOME
 for _var in ("GRID5000_API", "VM5K_API", "VM5K_SSH_CONFIG", "http_proxy", "https_proxy"):
     os.environ.pop(_var, None)
+
+pytest_plugins = ["lab_fixtures"]  # the testbed fixtures (lab_testbed, lab_testbed_factory)
