@@ -32,9 +32,15 @@ def cached(package: str, folder: Path) -> list[Path]:
     return sorted(folder.glob(f"{package}_*.deb"), key=lambda path: path.stat().st_mtime)
 
 
-def fetch(package: str, folder: Path) -> Path:
-    """The .deb of `package` in `folder`, downloaded when missing."""
+def fetch(package: str, folder: Path, refresh: bool = True) -> Path:
+    """The .deb of `package` in `folder`, downloaded when missing.
+
+    Without `refresh`, a cached file is used as it is (no question to apt: about a second per package);
+    with it, apt's candidate version is fetched when the cache does not have it yet.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    if not refresh and cached(package, folder):
+        return cached(package, folder)[-1]
     version = candidate_version(package)
     if version is not None:
         pattern = f"{package}_{_deb_version(version)}_*.deb"

@@ -32,26 +32,32 @@ INSTALL_NAMES = {"tiny": DEFAULT_IMAGE_NAME, "debian": "debian12-x64-base"}
 BOOT_FORMAT = 1
 
 
-def _kernel_deb(progress: Callable[[str], None]) -> Path:
+def _kernel_deb(progress: Callable[[str], None], refresh: bool) -> Path:
     folder = CACHE_DIR / "debs"
-    try:
-        package = debs.kernel_package()
-    except LabError:
-        package = debs.cached_kernel_package(folder) or ""
-        if not package:
-            raise
-    progress(f"kernel package {package}")
-    return debs.fetch(package, folder)
+    package = None if refresh else debs.cached_kernel_package(folder)
+    if package is None:
+        try:
+            package = debs.kernel_package()
+        except LabError:
+            package = debs.cached_kernel_package(folder)
+            if package is None:
+                raise
+        progress(f"kernel package {package}")
+    return debs.fetch(package, folder, refresh)
 
 
-def build(flavour: str = "tiny", force: bool = False,
+def build(flavour: str = "tiny", force: bool = False, refresh: bool = True,
           progress: Callable[[str], None] = lambda message: None) -> Path:
-    """Build (or find in the cache) a flavour; returns its cache folder (disk.qcow2, boot.json, ...)."""
+    """Build (or find in the cache) a flavour; returns its cache folder (disk.qcow2, boot.json, ...).
+
+    `refresh` asks apt for the current versions of the packages the image is made of (a new kernel
+    upload then means a new build); without it, the packages already cached are used (fast, offline).
+    """
     if flavour not in FLAVOURS:
         raise LabError(f"unknown image flavour {flavour!r} (known: {', '.join(FLAVOURS)})")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    kernel_deb = _kernel_deb(progress)
-    extra = [debs.fetch(name, CACHE_DIR / "debs") for name in tiny.DROPBEAR_DEBS]
+    kernel_deb = _kernel_deb(progress, refresh)
+    extra = [debs.fetch(name, CACHE_DIR / "debs", refresh) for name in tiny.DROPBEAR_DEBS]
     key = tiny.fingerprint(kernel_deb.name, extra)
     if flavour == "debian":
         from . import debian
@@ -138,8 +144,11 @@ def _read(path: Path) -> dict[str, Any]:
 
 def ensure_default_image(progress: Callable[[str], None] = lambda message: None,
                          images: Path = VIRT_IMAGES) -> Path:
-    """The default image installed and current (built when missing or when its builder changed)."""
-    return install(build("tiny", progress=progress), INSTALL_NAMES["tiny"], images)
+    """The default image installed and current (built when missing or when its builder changed).
+
+    Packages already in the cache are used as they are (`vm5k-testbed image` refreshes them).
+    """
+    return install(build("tiny", refresh=False, progress=progress), INSTALL_NAMES["tiny"], images)
 
 
 def installed(name: str = DEFAULT_IMAGE_NAME, images: Path = VIRT_IMAGES) -> dict[str, Any] | None:
