@@ -160,10 +160,13 @@ def get_job(api: ApiClient, site: str, job_id: int) -> dict[str, Any]:
 
 def submit_job(api: ApiClient, site: str, payload: Mapping[str, Any], *, user: str | None = None,
                retry: RetryPolicy = SUBMIT_RETRY,
-               sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+               pause: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     """Submit a job exactly once (see the module docstring); its document (``uid``, ``state``...).
 
-    Raises ReservationRefused when OAR refuses the date, ApiError for any other refusal.
+    After a lost reply it pauses (wall-clock time: a slow server may still be creating the job), looks
+    the job up, and posts again only when it is not there. Raises ReservationRefused when OAR refuses
+    the date, ApiError for any other refusal (or when the lookup itself keeps failing: then nobody
+    knows whether the job exists, and posting again could make a second one).
     """
     name = str(payload["name"])
     delays = retry.delays()
@@ -182,17 +185,16 @@ def submit_job(api: ApiClient, site: str, payload: Mapping[str, Any], *, user: s
                 raise refused from None
             if not error.transient:
                 raise
-            log.debug("submission of %s on %s: %s; looking it up before trying again", name, site, error)
+            wait = next(delays, None)
+            log.info("submitting %s on %s: %s; looking it up before trying again (%d/%d)", name, site, error,
+                     attempt, retry.attempts)
+            pause(wait if wait is not None else retry.max_delay)
             found = find_jobs(api, site, name, user)
             if found:
-                log.debug("the submission of %s on %s went through (job %s)", name, site, found[0]["uid"])
+                log.info("the submission of %s on %s went through: job %s", name, site, found[0]["uid"])
                 return get_job(api, site, int(found[0]["uid"]))
-            wait = next(delays, None)
             if wait is None:
                 raise
-            log.info("submitting %s on %s failed (%s); trying again (%d/%d)", name, site, error, attempt,
-                     retry.attempts)
-            sleep(wait)
 
 
 def keep_one(api: ApiClient, site: str, name: str, keep: int, user: str | None = None) -> list[int]:

@@ -378,7 +378,7 @@ class Grid5000Platform:
         for attempt in range(1, MAX_REFUSALS + 1):
             try:
                 how = Submission(name, record.options.queue, self.login)
-                record.jobs = submit_plan(self.api, record.plan, how, sleep=self.sleep)
+                record.jobs = submit_plan(self.api, record.plan, how)
                 break
             except ReservationRefused as refused:
                 if attempt == MAX_REFUSALS:

@@ -57,8 +57,7 @@ def reservation_start(plan: Plan, now: int) -> int | None:
     return plan.start if plan.start > now + ASAP_SLACK else None
 
 
-def submit_plan(api: ApiClient, plan: Plan, how: Submission, *,
-                sleep: Callable[[float], None] = time.sleep) -> list[JobRecord]:
+def submit_plan(api: ApiClient, plan: Plan, how: Submission) -> list[JobRecord]:
     """Submit every site's job of `plan` together; all or nothing (see the module docstring)."""
     start = reservation_start(plan, api.server_now())
     sites = list(plan.sites)
@@ -69,7 +68,7 @@ def submit_plan(api: ApiClient, plan: Plan, how: Submission, *,
                               types=site_types(site_plan.exotic))
         log.info("submitting on %s: %s%s", site, payload["resources"],
                  f" at {payload['reservation']} (Europe/Paris)" if start else "")
-        return submit_job(api, site, payload, user=how.user, sleep=sleep)
+        return submit_job(api, site, payload, user=how.user)
 
     with ThreadPoolExecutor(max_workers=max(1, len(sites))) as pool:
         futures = {site: pool.submit(one, site) for site in sites}
