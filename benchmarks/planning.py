@@ -13,7 +13,8 @@ What it does, all on this machine (127.0.0.1 only):
    b. ``-r grid5000:300`` for 12 h,
    c. VM-sized mode, 10,000 VMs of 1 GiB / 1 vCPU on ``-r grid5000`` (no count), for 4 h;
 5. runs execo's slot computation on the same busy intervals of the same nodes, in another Python that
-   has execo (a temp venv made with pip unless `--execo-python` is given; HOME is a temp folder whose
+   has execo (`--execo-python`, else ``VM5K_EXECO_PYTHON``, else this Python if it has the ``bench`` extra,
+   else a temp venv made with pip; HOME is a temp folder whose
    ``.execo.conf.py`` points execo's API at the local testbed, so nothing reaches api.grid5000.fr):
    ``compute_slots`` + ``find_first_slot`` (and ``find_free_slot``, which checks counts) for a and b,
    ``compute_slots`` + the original vm5k's VM-sized slot search (``get_vms_slot``'s test: total RAM and
@@ -145,7 +146,8 @@ def best_of(repeat: int, call: Any) -> tuple[float, Any]:
 
 
 def execo_python(given: str | None) -> str:
-    """A Python that imports execo_g5k: the given one, this one, or a temp venv (made with pip)."""
+    """A Python that imports execo_g5k: the given one (or VM5K_EXECO_PYTHON), this one, or a temp venv."""
+    given = given or os.environ.get("VM5K_EXECO_PYTHON")
     candidates = [given] if given else [sys.executable, str(EXECO_VENV / "bin" / "python")]
     for python in candidates:
         if python and Path(python).exists() and subprocess.run(
