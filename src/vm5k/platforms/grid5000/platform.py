@@ -489,6 +489,10 @@ class Grid5000Platform:
             self._wait_deployments(pending)
             self._absorb(pending, by_node, done, failed, options.environment.name)
         fresh = [h for h in hosts if h.id not in done and not tries.get(node_of(h))]
+        if fresh and record.vlan and not options.forcedeploy and self.marker is not None:
+            # only nodes already in the run's vlan can have been deployed for it (and answer to its names)
+            inside = self._in_vlan(topo, fresh, record.vlan)
+            fresh = [h for h in fresh if node_of(h) in inside]
         if fresh and not options.forcedeploy and self.marker is not None:
             already = self.marker.deployed([h.id for h in fresh], options.environment.name)
             if already:
@@ -523,6 +527,19 @@ class Grid5000Platform:
         if pool.ranges:
             assign(topo, pool)
         return self._save(topo, record)
+
+    def _in_vlan(self, topo: Topology, hosts: Sequence[Host], vlan: str) -> set[str]:
+        index = topo.host_index()
+        inside: set[str] = set()
+        for site in dict.fromkeys(index[h.id][0].id for h in hosts):
+            try:
+                items = self.api.get(f"/sites/{site}/vlans/{vlan}/nodes").get("items", [])
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+                items = []
+            inside.update(str(item.get("uid")) for item in items)
+        return inside
 
     def _start_deployments(self, topo: Topology, record: RunRecord, hosts: Sequence[Host],
                            attempt: int) -> list[DeploymentRecord]:
