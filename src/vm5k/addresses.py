@@ -135,16 +135,17 @@ class AddressRange:
         return address in network and address not in (network.network_address, network.broadcast_address)
 
     def holds(self, ip: str) -> bool:
+        """True when `ip` is an address of the range's blocks (reserved ones too; never the gateway)."""
         try:
             ipaddress.IPv4Address(ip)
         except ValueError:
             return False
-        return (ip != self.gateway and ip not in self.reserved
-                and any(self._inside(ip, block) for block in self.blocks))
+        return ip != self.gateway and any(self._inside(ip, block) for block in self.blocks)
 
     def valid(self, ip: str | None, mac: str | None) -> bool:
-        """True when (ip, mac) is one of this range's pairs (MAC compared case-insensitively)."""
-        return ip is not None and self.holds(ip) and same_mac(mac, self.mac_for(ip))
+        """True when (ip, mac) is one of the VMs' pairs of this range (MAC compared case-insensitively)."""
+        return (ip is not None and ip not in self.reserved and self.holds(ip)
+                and same_mac(mac, self.mac_for(ip)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "sites": list(self.sites), "blocks": list(self.blocks),

@@ -151,3 +151,9 @@ def test_the_service_address_is_kept_out_of_the_pairs_and_stays() -> None:
     assert same == service and again == pool
     moved, kept = with_service_address(POOL, "10.144.3.3")
     assert kept == "10.144.3.3" and "10.144.3.3" in moved.range_for("nancy").reserved
+
+
+def test_the_range_holding_the_service_address_is_found() -> None:
+    pool, service = with_service_address(POOL)
+    assert [r.sites for r in pool.ranges if r.holds(service)] == [("rennes",)]
+    assert not pool.ranges[0].valid(service, grid5000_mac(service))  # but no VM may take it
