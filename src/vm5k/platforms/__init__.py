@@ -17,8 +17,8 @@ topology already records (``meta``) and skips what is done, so a resumed run cal
 The workflow calls them in that order (``plan`` then ``plan_text`` only, for a dry run), saving the
 topology after each. Long steps report `Progress` through the callback given to the platform; the
 platform also logs it. `make_platform` builds a platform by name: ``grid5000`` (a Grid'5000 REST API,
-real or the testbed's: same code), ``testbed`` (the same, named so in messages); ``hosts`` (a given list of
-SSH hosts) is a future platform with the same face.
+real or the testbed's: same code), ``testbed`` (the same, named so in messages), ``hosts`` (SSH hosts you
+already have, ``vm5k.platforms.hosts``).
 """
 
 from __future__ import annotations
@@ -80,20 +80,30 @@ class Platform(Protocol):
 
 
 def make_platform(name: str, **settings: Any) -> Platform:
-    """A platform by name; `settings` go to its constructor (e.g. ``api``, ``ssh``, ``public_key``).
+    """A platform by name; `settings` go to its constructor (e.g. ``api``, ``ssh``, ``public_key``). The
+    ``hosts`` platform takes the settings it knows (``hosts``, ``network``, ``ssh``, ``progress``...) and
+    ignores the others (it has no key to install, nothing to checkpoint).
 
     >>> make_platform("openstack")
     Traceback (most recent call last):
     ...
-    vm5k.errors.UsageError: unknown platform 'openstack': choose from grid5000, testbed
+    vm5k.errors.UsageError: unknown platform 'openstack': choose from grid5000, testbed, hosts
     """
     if name in ("grid5000", "testbed"):
         from vm5k.platforms.grid5000 import Grid5000Platform
 
         return Grid5000Platform(name=name, **settings)
     if name == "hosts":
-        raise UsageError("the hosts platform (--hosts) is not available in this vm5k yet")
-    raise UsageError(f"unknown platform {name!r}: choose from grid5000, testbed")
+        import dataclasses
+
+        from vm5k.platforms.hosts import HostsPlatform
+
+        accepted = {f.name for f in dataclasses.fields(HostsPlatform)}
+        missing = [key for key in ("hosts", "network") if key not in settings]
+        if missing:
+            raise UsageError(f"the hosts platform needs {' and '.join(missing)}")
+        return HostsPlatform(**{key: value for key, value in settings.items() if key in accepted})
+    raise UsageError(f"unknown platform {name!r}: choose from grid5000, testbed, hosts")
 
 
 __all__ = ["STEPS", "Platform", "Progress", "ProgressCallback", "ProgressItem", "make_platform"]
