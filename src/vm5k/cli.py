@@ -268,22 +268,10 @@ def dry_run_from_file(request: Request) -> int:
     return EXIT_OK
 
 
-def _find_workflow() -> Any:
-    """The workflow module, or None while it does not exist (an import error inside it is not hidden)."""
-    try:
-        return importlib.import_module("vm5k.workflow")
-    except ModuleNotFoundError as error:
-        if error.name == "vm5k.workflow":
-            return None
-        raise
-
-
 def _workflow() -> Any:
-    workflow = _find_workflow()
-    if workflow is None:
-        raise Vm5kError("this vm5k cannot run deployments yet (vm5k.workflow is missing): "
-                        "only 'vm5k --dry-run -i FILE' works for now")
-    return workflow
+    """The workflow module, imported only when a run needs it (it pulls in the SSH and HTTP clients, which
+    ``vm5k --help`` and input errors do not need)."""
+    return importlib.import_module("vm5k.workflow")
 
 
 def _run(argv: Sequence[str]) -> int:
@@ -362,23 +350,18 @@ def _max_vms(argv: Sequence[str]) -> int:
     options = {key: args.get(key) for key in keys}
     options["outdir"] = "."
     infile = args.get("infile")
-    if infile is None:
-        request, _ = build_request(options)
-        setup_logging(request.verbosity)
-        workflow = _find_workflow()
-        if not hasattr(workflow, "max_vms"):
-            raise Vm5kError("vm5k_max_vms -j/-r needs the Grid'5000 platform, not available in this vm5k "
-                            "yet; -i FILE works when the file's hosts carry ram and cores")
-        return int(workflow.max_vms(request, template))  # type: ignore[union-attr]
-    topo = Topology.from_xml(_read(infile, "-i"))
     request, _ = build_request(options)
     setup_logging(request.verbosity)
-    hosts = [Host(host.id, host.capacity) for host in topo.hosts()]  # the file's VMs are not counted
-    if not hosts:
-        raise UsageError(f"-i: {infile} names no host")
-    if all(host.capacity is None for host in hosts):
-        raise UsageError(f"-i: the hosts of {infile} carry no capacity (ram and cores attributes); "
-                         "use -j or -r to read it from Grid'5000")
+    if infile is None:
+        hosts = _workflow().max_vms_hosts(request)
+    else:
+        topo = Topology.from_xml(_read(infile, "-i"))
+        hosts = [Host(host.id, host.capacity) for host in topo.hosts()]  # the file's VMs are not counted
+        if not hosts:
+            raise UsageError(f"-i: {infile} names no host")
+        if all(host.capacity is None for host in hosts):
+            raise UsageError(f"-i: the hosts of {infile} carry no capacity (ram and cores attributes); "
+                             "use -j or -r to read it from Grid'5000")
     result = max_vms(hosts, template, request.limits)
     capacities = {}
     for host in hosts:

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 LOGGER_NAME = "vm5k"
 PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
@@ -40,6 +40,18 @@ def _is_terminal(stream: TextIO) -> bool:
         return stream.isatty() and os.environ.get("TERM") != "dumb"
     except (AttributeError, ValueError):
         return False
+
+
+def console() -> Any | None:
+    """The rich Console the terminal handler writes to (for live progress displays), None for plain output.
+
+    A live display must share the logging handler's console, so that log lines scroll above it instead of
+    tearing it.
+    """
+    for handler in logging.getLogger(LOGGER_NAME).handlers:
+        if getattr(handler, _MARK, None) == "console":
+            return getattr(handler, "console", None)
+    return None
 
 
 def setup_logging(verbosity: int = 0, stream: TextIO | None = None) -> logging.Logger:

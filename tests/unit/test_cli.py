@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from vm5k import cli
 from vm5k.request import Request
-from vm5k.topology import Topology
+from vm5k.topology import GIB, Capacity, Host, Topology
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 WORKDIR = tempfile.mkdtemp(prefix="vm5k-cli-test-")
@@ -37,13 +37,14 @@ def in_workdir() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def fake_workflow(result: int = 0, with_max_vms: bool = True) -> Iterator[list]:
-    """A stand-in vm5k.workflow recording its calls, so no test ever starts a real deployment."""
+def fake_workflow(result: int = 0) -> Iterator[list]:
+    """A stand-in vm5k.workflow recording its calls, so no test ever starts a real deployment; its
+    platform has one host of 8 GiB and 8 threads."""
     calls: list = []
     module = types.ModuleType("vm5k.workflow")
     module.run = lambda request: calls.append(("run", request)) or result  # type: ignore[attr-defined]
-    if with_max_vms:
-        module.max_vms = lambda request, template: calls.append(("max_vms", request, template)) or result  # type: ignore[attr-defined]
+    host = Host("h-1.rennes.grid5000.fr", Capacity(ram=8 * GIB, cores=4, threads=8))
+    module.max_vms_hosts = lambda request: calls.append(("max_vms_hosts", request)) or [host]  # type: ignore[attr-defined]
     saved = sys.modules.get("vm5k.workflow")
     sys.modules["vm5k.workflow"] = module
     try:
@@ -208,13 +209,6 @@ def test_a_random_distribution_records_its_seed() -> None:
     assert f"--seed {calls[0][1].seed}" in err
 
 
-def test_without_a_workflow_runs_stop_with_a_clear_message(monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "vm5k.workflow", None)  # as if it did not exist
-    status, _, err = run(["-n", "2", "-w", "1:00"])
-    assert status == 1
-    assert err.splitlines()[-1].startswith("vm5k: error: this vm5k cannot run deployments yet")
-
-
 def test_an_internal_error_is_one_line_too() -> None:
     def broken(request: Request) -> int:
         raise RuntimeError("boom")
@@ -241,12 +235,11 @@ def test_max_vms_needs_capacity_or_a_platform() -> None:
     status, _, err = run(["-i", str(EXAMPLES / "two_sites.xml"), "-t", "<vm/>"], cli.max_vms_main)
     assert_one_error_line(status, err, "vm5k_max_vms")
     assert "carry no capacity" in err
-    with fake_workflow(with_max_vms=False):
-        status, _, err = run(["-j", "42895", "-t", "<vm/>"], cli.max_vms_main)
-    assert status == 1 and "needs the Grid'5000 platform" in err
     with fake_workflow() as calls:
-        status, _, err = run(["-j", "42895", "-t", '<vm mem="2048"/>'], cli.max_vms_main)
-    assert status == 0 and calls[0][0] == "max_vms" and calls[0][2].mem == 2048
+        status, out, err = run(["-j", "42895", "-t", '<vm mem="2048"/>'], cli.max_vms_main)
+    assert status == 0 and calls[0][0] == "max_vms_hosts" and calls[0][1].jobs[0].id == 42895
+    # 8 GiB minus the 1 GiB reserve holds 3 VMs of 2 GiB; 8 threads x 2.0 allow 16 vCPUs
+    assert out.splitlines()[1].split() == ["h-1.rennes.grid5000.fr", "7168", "16", "3"]
 
 
 @pytest.mark.parametrize("argv", [[], ["-t", "<vm/>"], ["-i", "x", "-j", "1", "-t", "<vm/>"],

@@ -1,0 +1,124 @@
+"""The embedded default: when no Grid'5000 is configured, vm5k runs on the testbed of this machine.
+
+The testbed is a Grid'5000 site in a box (``vm5k-testbed``, the package ``g5k_testbed``). vm5k never
+imports it: exactly as with Grid'5000, it only talks to its REST API and to its nodes over SSH. This
+module finds it through its command line — ``vm5k-testbed status --json`` says where its API and its SSH
+config are — and starts it (``vm5k-testbed up``) when it is not up, with the site and node count the
+request names (``-r rennes:2``). A testbed that is up is used as it is. The run then uses the Grid'5000
+platform with the testbed's API URL and SSH config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vm5k.errors import PlatformError
+
+log = logging.getLogger(__name__)
+
+TESTBED_COMMAND = "vm5k-testbed"
+DEFAULT_SITE = "rennes"
+DEFAULT_NODES = 3
+#: ``up`` builds the guest image the first time (minutes on two cores); later ups take seconds.
+UP_TIMEOUT = 1800.0
+ENV_TESTBED_STATE = "VM5K_TESTBED_STATE"
+
+
+@dataclass(frozen=True)
+class TestbedInfo:
+    """What ``vm5k-testbed status --json`` says about a running testbed."""
+
+    api: str
+    ssh_config: str
+    image: str | None
+    state_dir: str | None
+    private_key: str | None = None  # the testbed's own key, authorized on every node whatever happens
+    nodes: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    @property
+    def sites(self) -> dict[str, int]:
+        """Site → number of nodes up."""
+        counts: dict[str, int] = {}
+        for node in self.nodes:
+            counts[str(node.get("site"))] = counts.get(str(node.get("site")), 0) + 1
+        return counts
+
+
+def testbed_command() -> str:
+    """The ``vm5k-testbed`` program: next to this Python (same venv), else on the PATH."""
+    beside = Path(sys.executable).parent / TESTBED_COMMAND
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(TESTBED_COMMAND)
+    if found is None:
+        raise PlatformError("no Grid'5000 API is configured and the testbed (vm5k-testbed) is not installed: "
+                            "give --api URL, or install vm5k with its testbed (scripts/setup.sh)")
+    return found
+
+
+def _state_args(state_dir: str | None) -> list[str]:
+    state = state_dir or os.environ.get(ENV_TESTBED_STATE)
+    return ["--state", state] if state else []
+
+
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    command = [testbed_command(), *args]
+    log.debug("running %s", " ".join(command))
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise PlatformError(f"the testbed did not answer within {timeout:.0f} s ({' '.join(args)})") from None
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def parse_status(text: str) -> TestbedInfo | None:
+    """The testbed described by ``status --json`` output, or None when it is down."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise PlatformError(f"the testbed's status is not JSON: {_last_line(text)[:200]}") from None
+    if not isinstance(data, dict) or not data.get("api") or not data.get("ssh_config"):
+        return None
+    if data.get("state") not in (None, "up"):
+        return None
+    nodes = tuple(node for node in data.get("nodes") or () if isinstance(node, dict))
+    return TestbedInfo(str(data["api"]), str(data["ssh_config"]), data.get("image"), data.get("state_dir"),
+                       data.get("private_key"), nodes)
+
+
+def status(state_dir: str | None = None) -> TestbedInfo | None:
+    """The running testbed, or None."""
+    done = _run(["status", "--json", *_state_args(state_dir)], timeout=120)
+    if not done.stdout.strip():  # `status` exits 1 when the testbed is not up, but still says so in JSON
+        raise PlatformError(f"vm5k-testbed status failed: {_last_line(done.stderr)}")
+    return parse_status(done.stdout)
+
+
+def ensure_testbed(site: str | None, nodes: int, state_dir: str | None = None) -> TestbedInfo:
+    """The running testbed, used as it is; started (with `nodes` nodes of `site`) when it is not up."""
+    info = status(state_dir)
+    if info is not None:
+        return info
+    spec = f"{site or DEFAULT_SITE}:{max(nodes, 1)}"
+    log.info("starting the embedded testbed (vm5k-testbed up --site %s); the first time, this builds its "
+             "guest image and takes a few minutes", spec)
+    done = _run(["up", "--site", spec, "--json", *_state_args(state_dir)], timeout=UP_TIMEOUT)
+    if done.returncode != 0:
+        raise PlatformError(f"could not start the testbed: {_last_line(done.stderr or done.stdout)}")
+    info = status(state_dir)
+    if info is None:
+        raise PlatformError("the testbed started but does not report itself up (vm5k-testbed status --json)")
+    return info

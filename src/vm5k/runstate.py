@@ -1,0 +1,80 @@
+"""What a run records about itself in ``topology.meta["run"]``: enough for ``--resume`` and ``--destroy``.
+
+The topology is the one document of a run (DESIGN.md); the platforms keep their own part of ``meta``
+(jobs, deployments, the address pool), and this module keeps the workflow's: the run id, the platform and
+how to reach it (API URL, SSH config — never credentials), the hypervisor's settings, the options the
+later steps need (program, plot), the steps done with their durations, and the run's status. The run id
+is also ``meta["run_id"]``, the key the platforms read to name their jobs.
+
+>>> from vm5k.topology import Topology
+>>> topo = Topology()
+>>> record = RunRecord(run_id="20261125-ab12", platform="testbed", start_dir="/home/alice")
+>>> record.step_done("topology", 1.5)
+>>> RunRecord.load(record.save(topo)) == record
+True
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from vm5k.errors import UsageError
+from vm5k.topology import Topology
+
+RUN_KEY = "run"
+RUN_ID_KEY = "run_id"  # shared with the platforms (they name their jobs vm5k-<run id>)
+
+RUNNING, INTERRUPTED, FAILED, DONE, DESTROYED = "running", "interrupted", "failed", "done", "destroyed"
+
+
+def new_run_id() -> str:
+    """A short, unique, name-safe run id: ``YYYYmmddHHMMSS-<6 hex>`` (UTC), sortable by start time."""
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+@dataclass
+class RunRecord:
+    """The workflow's part of the run's state (see the module docstring)."""
+
+    run_id: str
+    platform: str
+    start_dir: str
+    api: str | None = None
+    ssh_config: str | None = None
+    testbed_state: str | None = None
+    identity_files: list[str] = field(default_factory=list)
+    gateway: bool = False  # hosts are reached through an access gateway: fewer parallel connections
+    hypervisor: dict[str, Any] = field(default_factory=dict)  # RunSettings.to_dict()
+    program: str | None = None
+    plot: bool = False
+    dry_run: bool = False
+    steps: dict[str, float] = field(default_factory=dict)  # steps done -> seconds they took
+    reached: list[str] = field(default_factory=list)  # steps begun (done or not): what destroy must undo
+    status: str = RUNNING
+    message: str | None = None  # why it stopped, when it did not end well
+
+    def step_begun(self, name: str) -> None:
+        if name not in self.reached:
+            self.reached.append(name)
+
+    def step_done(self, name: str, seconds: float) -> None:
+        self.steps[name] = round(seconds, 3)
+
+    def save(self, topology: Topology) -> Topology:
+        topology.meta[RUN_KEY] = asdict(self)
+        topology.meta[RUN_ID_KEY] = self.run_id
+        return topology
+
+    @classmethod
+    def load(cls, topology: Topology) -> RunRecord:
+        data = topology.meta.get(RUN_KEY)
+        if not isinstance(data, dict) or "run_id" not in data:
+            raise UsageError("this outdir holds no vm5k run record (topology.json without its run)")
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        try:
+            return cls(**known)
+        except TypeError as error:
+            raise UsageError(f"the run record in topology.json is broken: {error}") from None
