@@ -112,7 +112,7 @@ class Grid5000Platform:
         self._docs: dict[str, Any] = {}
         self._sites: list[str] | None = None
         self._cluster_sites: dict[str, str] | None = None
-        self._last_message = ""
+        self._last_report: object = None
 
     # -- reference data ------------------------------------------------------------------------------
 
@@ -168,9 +168,12 @@ class Grid5000Platform:
     # -- helpers ---------------------------------------------------------------------------------------
 
     def _report(self, progress: Progress) -> None:
-        if progress.message != self._last_message:
+        """Hand a report to the callback; log it when something changed (a state or a start, not the
+        time left, so that hours of waiting do not fill the log)."""
+        key = (progress.step, tuple((i.name, i.state, i.start) for i in progress.items) or progress.message)
+        if key != self._last_report:
             log.info("%s", progress.message)
-            self._last_message = progress.message
+            self._last_report = key
         if self.progress is not None:
             self.progress(progress)
 
