@@ -7,8 +7,10 @@
 (b) The same command on 16 hosts vs on 1 host: the fan-out overhead of the runner, with connections
     already open (steady state) and including connection set-up (cold).
 
-Every figure includes the sha256 verification on the hosts. Files live in a temporary directory and
-the namespaces, daemons and files are removed at the end, also on Ctrl-C.
+Every figure includes the sha256 verification on the hosts. All "hosts" share this machine's cores,
+so each figure comes with the machine's CPU busy share while it was taken: near 100% means the figure
+is CPU-bound here (on Grid'5000 every host brings its own cores), not network-bound. Files live in a
+temporary directory; the namespaces, daemons and files are removed at the end, also on Ctrl-C.
 
     .venv/bin/python benchmarks/remote.py                 # 1 GiB at 200 Mbit/s, 4 and 8 hosts
     .venv/bin/python benchmarks/remote.py --size-mib 256 --rate 100mbit --hosts 4
@@ -43,6 +45,30 @@ def settings(lab: NsLab, state: Path) -> SshSettings:
                        record_new_host_keys=True, connect_timeout=10)
 
 
+class CpuMeter:
+    """Share of the machine's CPU time that was busy between start() and stop() (all processes).
+
+    Every "host" of the lab shares this machine's cores: a figure taken at ~100% busy is CPU-bound here,
+    where real hosts would each bring their own cores.
+    """
+
+    def __init__(self) -> None:
+        self.busy = self.total = 0.0
+
+    @staticmethod
+    def _read() -> tuple[float, float]:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    def start(self) -> None:
+        self.busy, self.total = self._read()
+
+    def stop(self) -> float:
+        busy, total = self._read()
+        return 100.0 * (busy - self.busy) / max(total - self.total, 1.0)
+
+
 def make_file(path: Path, size_mib: int) -> str:
     with open(path, "wb") as stream:
         for _ in range(size_mib):
@@ -54,21 +80,26 @@ async def clean(ssh: SshRunner, hosts: list[str]) -> None:
     (await ssh.run(hosts, ["sh", "-c", f"rm -rf {DEST_DIR} && sync"])).raise_on_failure("clean-up")
 
 
-async def copy_star(ssh: SshRunner, hosts: list[str], source: Path, digest: str) -> float:
+async def copy_star(ssh: SshRunner, hosts: list[str], source: Path, digest: str) -> tuple[float, float]:
     await clean(ssh, hosts)
+    meter = CpuMeter()
+    meter.start()
     started = time.monotonic()
     (await ssh.put(hosts, source, DEST, sha256=digest)).raise_on_failure("star copy")
-    return time.monotonic() - started
+    return time.monotonic() - started, meter.stop()
 
 
-async def copy_chain(ssh: SshRunner, hosts: list[str], source: Path, digest: str) -> float:
+async def copy_chain(ssh: SshRunner, hosts: list[str], source: Path, digest: str) -> tuple[float, float]:
     await clean(ssh, hosts)
+    meter = CpuMeter()
+    meter.start()
     started = time.monotonic()
     report = await broadcast_file(ssh, hosts, source, DEST, work_dir=DEST_DIR, sha256=digest)
+    elapsed, cpu = time.monotonic() - started, meter.stop()
     report.raise_on_failure()
     if report.direct:
         print(f"    note: {report.direct} needed a direct copy", flush=True)
-    return time.monotonic() - started
+    return elapsed, cpu
 
 
 async def bench_broadcast(args: argparse.Namespace, state: Path) -> None:
@@ -81,18 +112,18 @@ async def bench_broadcast(args: argparse.Namespace, state: Path) -> None:
         digest = make_file(source, args.size_mib)
         async with SshRunner(settings(lab, state)) as ssh:
             names = list(lab.hosts)
-            one = await copy_star(ssh, names[:1], source, digest)
+            one, cpu = await copy_star(ssh, names[:1], source, digest)
             rate = args.size_mib * 8 * 1.048576 / one
-            print(f"    one copy (frontend -> 1 host): {one:7.1f} s  ({rate:.0f} Mbit/s effective)",
-                  flush=True)
+            print(f"    one copy (frontend -> 1 host): {one:7.1f} s  ({rate:.0f} Mbit/s effective)"
+                  f"   CPU busy {cpu:3.0f}%", flush=True)
             rows = []
             for count in counts:
-                chain = await copy_chain(ssh, names[:count], source, digest)
-                print(f"    chain to {count} hosts:           {chain:7.1f} s  = {chain / one:.2f} x one copy",
-                      flush=True)
-                star = await copy_star(ssh, names[:count], source, digest)
-                print(f"    star to {count} hosts:            {star:7.1f} s  = {star / one:.2f} x one copy",
-                      flush=True)
+                chain, cpu = await copy_chain(ssh, names[:count], source, digest)
+                print(f"    chain to {count} hosts:           {chain:7.1f} s  = {chain / one:.2f} x one copy"
+                      f"   CPU busy {cpu:3.0f}%", flush=True)
+                star, cpu = await copy_star(ssh, names[:count], source, digest)
+                print(f"    star to {count} hosts:            {star:7.1f} s  = {star / one:.2f} x one copy"
+                      f"   CPU busy {cpu:3.0f}%", flush=True)
                 rows.append((count, chain, star))
             await clean(ssh, names)
         print("\n    hosts | one copy | chain (x one) | star (x one) | star / chain")

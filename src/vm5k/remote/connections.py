@@ -208,7 +208,8 @@ class ConnectionPool:
                 client_keys=keys,
                 known_hosts=self.known_hosts.load(),
                 client_factory=lambda: HostKeyCheckingClient(self.known_hosts),
-                tunnel=tunnel if tunnel is not None else (),
+                # Never () here: asyncssh would then follow the config's ProxyJump by itself.
+                tunnel=tunnel,
                 connect_timeout=settings.connect_timeout,
                 keepalive_interval=settings.keepalive_interval,
                 keepalive_count_max=settings.keepalive_count_max,
