@@ -256,6 +256,11 @@ class Lab:
                 node.wipe(self.layout, item)
                 node.install_root_key(self.layout, item, authorized_keys)
                 self.start_node(plan, item)
+                state = self.runtime.read()["nodes"].get(fqdn, {})
+                wanted, plugged = state.get("vlan", DEFAULT_VLAN), state.get("plugged", DEFAULT_VLAN)
+                if wanted != plugged:  # KaVLAN moved the node while it was being rebuilt
+                    netfab.replug_node(self.layout, plan, item, plugged, wanted)
+                    self._set_node(fqdn, plugged=wanted)
             except LabError as exc:
                 self._set_node(fqdn, state="failed", error=str(exc))
                 return False
