@@ -67,6 +67,25 @@ def cgroup_of(testbed: LabTestbed, node: str) -> Path:
     return Path("/sys/fs/cgroup/memory/vm5k-testbed") / testbed.status["testbed_id"] / node.split(".")[0]
 
 
+def qemu_cpu_seconds(name: str) -> float | None:
+    """CPU time (user + system) the QEMU of domain `name` used so far: a boot's cost, whatever the load."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            if not cmdline[0].endswith(b"qemu-system-x86_64"):
+                continue
+            if f"guest={name},".encode() not in b" ".join(cmdline):
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        return (int(fields[11]) + int(fields[12])) / ticks
+    return None
+
+
 def node_processes(cgroup: Path) -> dict[int, str]:
     procs = {}
     for folder, _, _ in os.walk(cgroup):
@@ -92,6 +111,10 @@ def bench_up(counts: list[int]) -> list[dict[str, Any]]:
                 cgroup = cgroup_of(testbed, node)
                 usages.append(int((cgroup / "memory.usage_in_bytes").read_text()))
                 pss.append(sum(pss_kib(pid)[0] for pid in node_processes(cgroup)) * 1024)
+            first = time.monotonic()
+            probe = "virsh -q -c qemu:///system domcapabilities --virttype qemu > /dev/null"
+            testbed.ssh(testbed.nodes[-1], probe)
+            libvirt_first = time.monotonic() - first
             again_start = time.monotonic()
             proc = run_testbed("up", "--state", str(state))
             again = time.monotonic() - again_start
@@ -101,9 +124,11 @@ def bench_up(counts: list[int]) -> list[dict[str, Any]]:
             bring_down(testbed)
             down = time.monotonic() - down_start
         rows.append({"nodes": count, "up_s": round(took, 2), "up_again_s": round(again, 2),
+                     "first_virsh_domcapabilities_s": round(libvirt_first, 2),
                      "down_s": round(down, 2), "node_cgroup_bytes": int(statistics.mean(usages)),
                      "node_pss_bytes": int(statistics.mean(pss)), "load": load()})
-        print(f"up {count} node(s): {took:5.1f} s (again {again:.1f} s, down {down:.1f} s); per node: cgroup "
+        print(f"up {count} node(s): {took:5.1f} s (again {again:.1f} s, down {down:.1f} s; first "
+              f"`virsh domcapabilities` on a fresh node {libvirt_first:.2f} s); per node: cgroup "
               f"{mib(statistics.mean(usages))}, processes PSS {mib(statistics.mean(pss))}  [load {load()}]",
               flush=True)
     return rows
@@ -132,8 +157,14 @@ def bench_vms(counts: list[int]) -> list[dict[str, Any]]:
                 serial_no += 1
                 vms.append(create_vm(testbed, node, f"bench-{serial_no}", mac, ip, memory_mib=256))
             created = time.monotonic() - start
+            def ready_with_cpu(vm: Any) -> tuple[float, float | None]:
+                seconds = wait_ready(testbed, vm, timeout=300)
+                return seconds, qemu_cpu_seconds(vm.name)
+
             with ThreadPoolExecutor(max_workers=count) as pool:
-                ready = list(pool.map(lambda vm: wait_ready(testbed, vm, timeout=300), vms))
+                answers = list(pool.map(ready_with_cpu, vms))
+            ready = [seconds for seconds, _ in answers]
+            cpu = [round(c, 1) for _, c in answers if c is not None]
             ready = [created + seconds for seconds in ready]  # wait_ready starts once all were created
             uptimes = [float(testbed.ssh_vm(vm, "cat /run/vm5k/sshd-started").stdout) for vm in vms]
             time.sleep(2)
@@ -141,14 +172,15 @@ def bench_vms(counts: list[int]) -> list[dict[str, Any]]:
             sizes = [pss_kib(pid) for pid in qemus]
             grown = int((cgroup / "memory.usage_in_bytes").read_text()) - base
             row = {"vms": count, "create_s": round(created, 2), "ssh_s": [round(s, 1) for s in ready],
-                   "all_ssh_s": round(max(ready), 1), "guest_uptime_at_sshd": uptimes,
+                   "all_ssh_s": round(max(ready), 1), "guest_uptime_at_sshd": uptimes, "qemu_cpu_s": cpu,
                    "qemu_pss_bytes": int(statistics.mean(p for p, _ in sizes) * 1024),
                    "qemu_rss_bytes": int(statistics.mean(r for _, r in sizes) * 1024),
                    "cgroup_growth_per_vm_bytes": grown // count, "load": load()}
             rows.append(row)
             print(f"{count} VM(s) on one node: all answer SSH after {max(ready):5.1f} s "
                   f"(each {', '.join(f'{s:.1f}' for s in ready)} s; guest uptime at sshd "
-                  f"{', '.join(f'{u:.1f}' for u in uptimes)} s); per VM: QEMU PSS "
+                  f"{', '.join(f'{u:.1f}' for u in uptimes)} s; QEMU CPU time until then "
+                  f"{', '.join(f'{c:.1f}' for c in cpu)} s); per VM: QEMU PSS "
                   f"{mib(row['qemu_pss_bytes'])}, RSS {mib(row['qemu_rss_bytes'])}, node cgroup "
                   f"+{mib(grown / count)}  [load {load()}]",
                   flush=True)
