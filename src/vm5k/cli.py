@@ -215,7 +215,9 @@ def parse_request(argv: Sequence[str], now: datetime | None = None) -> tuple[Req
         options["outdir"] = outdir.default_outdir(now)
     infile_data = _read(options["infile"], "-i") if options.get("infile") is not None else None
     hosts_text = _hosts_text(options["hosts"]) if options.get("hosts") is not None else None
-    _must_exist(options.get("env_file"), "-a")
+    env_file = options.get("env_file")
+    if env_file is None or not env_file.startswith(("http://", "https://")):  # Kadeploy also takes URLs
+        _must_exist(env_file, "-a")
     _must_exist(options.get("ssh_config"), "--ssh-config")
     request, warnings = build_request(options, infile_data=infile_data, hosts_text=hosts_text)
     if request.action == "deploy" and request.distribution == "random" and request.seed is None:

@@ -26,9 +26,8 @@ from vm5k.addresses import AddressPool, assign
 from vm5k.errors import DeploymentError
 from vm5k.hypervisor import RunSettings, VmNetwork, deploy_vms, setup_hosts, setup_service
 from vm5k.keys import PRIVATE_KEY
-from vm5k.placement import Limits
+from vm5k.placement import Limits, place_unplaced
 from vm5k.platforms import Platform
-from vm5k.platforms.grid5000.hosts import place_unplaced
 from vm5k.plot import plot_topology
 from vm5k.program import run_program
 from vm5k.progress import Reporter

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vm5k.errors import UsageError
-from vm5k.topology import MIB, VM, Capacity, Host, Topology, VMTemplate
+from vm5k.topology import HOST_KO, MIB, VM, Capacity, Host, Topology, VMTemplate
 
 DEFAULT_HOST_RESERVE_MIB = 1024
 DEFAULT_CPU_OVERCOMMIT = 2.0
@@ -370,3 +370,26 @@ def check(topology: Topology, limits: Limits | None = None) -> list[str]:
 def _few(names: Sequence[str], limit: int = 3) -> str:
     listed = ", ".join(names[:limit])
     return listed + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def place_unplaced(topology: Topology, distribution: str, limits: Limits, seed: int | None) -> list[str]:
+    """Place the unplaced VMs on the hosts that are not KO; returns placement warnings.
+
+    NotEnoughCapacity (a UsageError naming what is missing) when they do not fit.
+    """
+    if not topology.unplaced:
+        return []
+    hosts = [host for host in topology.hosts() if host.state != HOST_KO]
+    if not hosts:
+        raise NotEnoughCapacity(f"no host left for {len(topology.unplaced)} VMs",
+                                (len(topology.unplaced), 0, 0), (0, 0, 0), limits, 0)
+    try:
+        placement = place(topology.unplaced, hosts, distribution, limits=limits, seed=seed)
+    except NotEnoughCapacity:
+        # VMs of mixed sizes can fragment in one host order and fit in another: biggest hosts first
+        biggest = sorted(hosts, key=lambda h: -(limits.budget(h.capacity).mem or 0))
+        if biggest == hosts:
+            raise
+        placement = place(topology.unplaced, biggest, distribution, limits=limits, seed=seed)
+    topology.assign(placement.assignment)
+    return placement.warnings

@@ -17,10 +17,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from vm5k.errors import UsageError
-from vm5k.placement import Limits, NotEnoughCapacity, place
 from vm5k.planning import Demand, Inventory, Plan
 from vm5k.request import Element
-from vm5k.topology import HOST_KO, HOST_PLANNED, VM, Host, Topology, natural_key
+from vm5k.topology import HOST_PLANNED, VM, Host, Topology, natural_key
 
 NODE, NAMED, PREDICTED, JOB = "node", "named", "predicted", "job"
 
@@ -127,26 +126,3 @@ def _detached(vms: Iterable[VM]) -> list[VM]:
         vm.host = None
         out.append(vm)
     return out
-
-
-def place_unplaced(topology: Topology, distribution: str, limits: Limits, seed: int | None) -> list[str]:
-    """Place the unplaced VMs on the hosts that are not KO; returns placement warnings.
-
-    NotEnoughCapacity (a UsageError naming what is missing) when they do not fit.
-    """
-    if not topology.unplaced:
-        return []
-    hosts = [host for host in topology.hosts() if host.state != HOST_KO]
-    if not hosts:
-        raise NotEnoughCapacity(f"no host left for {len(topology.unplaced)} VMs",
-                                (len(topology.unplaced), 0, 0), (0, 0, 0), limits, 0)
-    try:
-        placement = place(topology.unplaced, hosts, distribution, limits=limits, seed=seed)
-    except NotEnoughCapacity:
-        # VMs of mixed sizes can fragment in one host order and fit in another: biggest hosts first
-        biggest = sorted(hosts, key=lambda h: -(limits.budget(h.capacity).mem or 0))
-        if biggest == hosts:
-            raise
-        placement = place(topology.unplaced, biggest, distribution, limits=limits, seed=seed)
-    topology.assign(placement.assignment)
-    return placement.warnings

@@ -16,7 +16,7 @@ from typing import Any
 from vm5k import render
 from vm5k.addresses import AddressPool, AddressRange, assign, kavlan_range, subnet_range, with_service_address
 from vm5k.errors import DeploymentError, PlatformError, UsageError
-from vm5k.placement import NotEnoughCapacity, place
+from vm5k.placement import NotEnoughCapacity, place, place_unplaced
 from vm5k.planning import SECURITY_MARGIN, Demand, Plan, plan_slot, select, with_not_before
 from vm5k.platforms import Progress, ProgressCallback, ProgressItem
 from vm5k.platforms.grid5000.api import ApiClient, ApiError
@@ -29,7 +29,6 @@ from vm5k.platforms.grid5000.hosts import (
     demand_for,
     named_hosts,
     node_of,
-    place_unplaced,
 )
 from vm5k.platforms.grid5000.kadeploy import (
     FINAL,

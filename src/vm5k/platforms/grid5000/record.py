@@ -9,8 +9,6 @@ jobs (ours, and those given with ``-j``), the Kadeploy runs and the hosts deploy
 
 from __future__ import annotations
 
-import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,17 +18,12 @@ from vm5k.planning import Plan
 from vm5k.platforms.grid5000.kadeploy import DEFAULT_ENVIRONMENT, DeploymentRecord, Environment
 from vm5k.platforms.grid5000.oar import JobRecord
 from vm5k.request import DEFAULT_WALLTIME, GRID5000, Element, JobRef, Request
+from vm5k.runstate import RUN_ID_KEY, new_run_id
 from vm5k.topology import Topology
 
 META_KEY = "grid5000"
 POOL_KEY = "address_pool"
 SERVICE_KEY = "service_address"  # the run's DNS/DHCP address, kept out of the VMs' pairs
-RUN_ID_KEY = "run_id"
-
-
-def new_run_id() -> str:
-    """A short, unique, name-safe run id: ``YYYYmmddHHMMSS-<8 hex>``."""
-    return time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
 def run_id(topology: Topology) -> str:
