@@ -142,11 +142,12 @@ def _cmd_image(args: argparse.Namespace) -> int:
         if os.geteuid() != 0:
             from .errors import UsageError
             raise UsageError("building and installing images needs root")
-        folder = install.build(args.flavour, force=args.force, progress=_progress)
-        if args.no_install:
-            print(folder)
-        else:
-            print(install.install(folder, install.INSTALL_NAMES[args.flavour]))
+        with install.cache_lock():
+            folder = install.build(args.flavour, force=args.force, progress=_progress)
+            if args.no_install:
+                print(folder)
+            else:
+                print(install.install(folder, install.INSTALL_NAMES[args.flavour]))
         return 0
     return _guarded(action, args)
 

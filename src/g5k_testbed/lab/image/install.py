@@ -14,12 +14,14 @@ builder always is. The sidecar `<image>.boot.json` (see docs/guest-images.md) na
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,18 @@ def _kernel_deb(progress: Callable[[str], None], refresh: bool) -> Path:
                 raise
         progress(f"kernel package {package}")
     return debs.fetch(package, folder, refresh)
+
+
+@contextlib.contextmanager
+def cache_lock() -> Iterator[None]:
+    """One builder at a time on this machine (several testbeds may start together)."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / ".build.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build(flavour: str = "tiny", force: bool = False, refresh: bool = True,
@@ -148,7 +162,8 @@ def ensure_default_image(progress: Callable[[str], None] = lambda message: None,
 
     Packages already in the cache are used as they are (`vm5k-testbed image` refreshes them).
     """
-    return install(build("tiny", refresh=False, progress=progress), INSTALL_NAMES["tiny"], images)
+    with cache_lock():
+        return install(build("tiny", refresh=False, progress=progress), INSTALL_NAMES["tiny"], images)
 
 
 def installed(name: str = DEFAULT_IMAGE_NAME, images: Path = VIRT_IMAGES) -> dict[str, Any] | None:
