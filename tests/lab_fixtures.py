@@ -266,6 +266,7 @@ def bring_up(state_dir: Path, sites: str, extra: list[str] | None = None) -> Lab
     proc = run_testbed("up", "--site", sites, "--state", str(state_dir), "--json", *(extra or []))
     if proc.returncode != 0:
         down = run_testbed("down", "--state", str(state_dir), timeout=300)
+        shutil.rmtree(state_dir, ignore_errors=True)
         raise AssertionError(f"vm5k-testbed up --site {sites} failed ({proc.returncode}):\n"
                              f"{proc.stderr[-3000:]}\n(down: {down.returncode} {down.stderr[-500:]})")
     return LabTestbed(state_dir, json.loads(proc.stdout))
