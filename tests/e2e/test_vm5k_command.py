@@ -1,0 +1,198 @@
+"""The `vm5k` command against the testbed, typed as a user would, checked the way a user would check it.
+
+No Grid'5000 API is configured (HOME is a temporary folder), so vm5k runs on the embedded testbed: the
+session's testbed, named through VM5K_TESTBED_STATE. Every run is destroyed at the end of its test, and
+the test checks that nothing of it is left on the nodes or in OAR.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab_fixtures import LabTestbed
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+VM5K = str(Path(sys.executable).parent / "vm5k")
+TINY = '<vm mem="256" hdd="2" n_cpu="1" cpuset="auto"/>'
+
+
+@pytest.fixture
+def testbed(lab_testbed: LabTestbed, monkeypatch: pytest.MonkeyPatch) -> LabTestbed:
+    monkeypatch.setenv("VM5K_TESTBED_STATE", str(lab_testbed.state_dir))
+    return lab_testbed
+
+
+def vm5k(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VM5K, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+def state(out: Path) -> dict:
+    return json.loads((out / "topology.json").read_text())
+
+
+def vms_of(out: Path) -> list[dict]:
+    with (out / "vms.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def ssh_vm(out: Path, vm: str, command: str) -> subprocess.CompletedProcess[str]:
+    """What the README says: ssh -F OUTDIR/ssh_config <vm id>."""
+    return subprocess.run(["ssh", "-F", str(out / "ssh_config"), "-o", "BatchMode=yes",
+                           "-o", "ConnectTimeout=30", vm, command],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def live_jobs(testbed: LabTestbed, run_id: str) -> list:
+    site = testbed.grid5000().sites["rennes"]
+    return site.jobs.list(name=f"vm5k-{run_id}", state="waiting,launching,running")
+
+
+def leftovers(testbed: LabTestbed, run_id: str) -> dict[str, str]:
+    """What a run left on each node: domains, files, dnsmasq, resolver lines carrying its id."""
+    script = (f"virsh -q -c qemu:///system list --all --name | grep -F {run_id} ; "
+              f"ls -d /tmp/vm5k/runs/{run_id} 2>/dev/null ; "
+              f"pgrep -af '[d]nsmasq.*{run_id}' ; grep -F {run_id} /etc/resolv.conf ; true")
+    found = {node: testbed.ssh(node, script).stdout.strip() for node in testbed.nodes}
+    return {node: text for node, text in found.items() if text}
+
+
+@pytest.fixture
+def destroyed(testbed: LabTestbed, tmp_path: Path) -> Iterator[list[Path]]:
+    """Outdirs to destroy at the end of the test, even when it fails; then nothing may be left."""
+    outdirs: list[Path] = []
+    yield outdirs
+    for out in outdirs:
+        if (out / "topology.json").exists():
+            run_id = state(out)["meta"]["run_id"]
+            done = vm5k("--destroy", str(out), cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+            assert leftovers(testbed, run_id) == {}
+            assert live_jobs(testbed, run_id) == []
+
+
+def test_a_user_run_with_program_and_plot(testbed: LabTestbed, tmp_path: Path, destroyed: list[Path]) -> None:
+    (tmp_path / "xp.sh").write_text(
+        '#!/bin/sh\nset -e\nwhile read -r ip id; do ssh -n -F "$VM5K_SSH_CONFIG" "$id" hostname; done '
+        '< "$VM5K_VMS_LIST" > hostnames.txt\necho "program saw $(wc -l < "$VM5K_VMS_LIST") VMs"\n')
+    out = tmp_path / "out"
+    destroyed.append(out)
+    done = vm5k("-n", "4", "-r", "rennes:2", "-w", "0:20:00", "-t", TINY, "-o", str(out), "-p", "xp.sh",
+                "--plot", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "platform: testbed" in done.stderr.splitlines()[0] + done.stderr.splitlines()[1]
+    # the lists, as existing scripts read them
+    vms = [line.split("\t") for line in (out / "vms.list").read_text().splitlines()]
+    assert [vm for _, vm in vms] == ["vm-1", "vm-2", "vm-3", "vm-4"]
+    hosts = (out / "hosts.list").read_text().split()
+    assert len(hosts) == 2 and set(hosts) <= set(testbed.nodes)
+    rows = vms_of(out)
+    assert {row["state"] for row in rows} == {"OK"}
+    assert {row["host"] for row in rows} == set(hosts)  # round-robin: both hosts used
+    for row in rows:
+        assert row["mac"].lower() == "00:16:3e:" + ":".join(f"{int(o):02x}" for o in row["ip"].split(".")[1:])
+    # every VM answers ssh -F OUTDIR/ssh_config <id>, as itself, with the run's key only
+    for _, vm in vms:
+        answer = ssh_vm(out, vm, "hostname")
+        assert answer.returncode == 0 and answer.stdout.strip() == vm, answer.stderr
+    # names resolve through the service node
+    assert "10." in ssh_vm(out, "vm-1", "nslookup vm-4").stdout
+    # the program ran in the outdir, saw the lists, and its output went to the log
+    assert (out / "hostnames.txt").read_text().split() == ["vm-1", "vm-2", "vm-3", "vm-4"]
+    assert "program saw 4 VMs" in (out / "vm5k.log").read_text()
+    for name in ("topology.png", "topology.svg", "initial_topo.xml", "final_topo.xml", "inventory.yaml",
+                 "known_hosts", "id_ed25519"):
+        assert (out / name).exists(), name
+    assert (out / "id_ed25519").stat().st_mode & 0o777 == 0o600
+    assert 'state="OK"' in (out / "final_topo.xml").read_text()
+    record = state(out)["meta"]["run"]
+    assert record["status"] == "done"
+    assert list(record["steps"]) == ["topology", "reservation", "hosts", "network", "vms", "program"]
+    assert len(live_jobs(testbed, record["run_id"])) == 1
+
+
+def test_interrupted_then_resumed(testbed: LabTestbed, tmp_path: Path, destroyed: list[Path]) -> None:
+    out = tmp_path / "out"
+    destroyed.append(out)
+    process = subprocess.Popen([VM5K, "-n", "3", "-r", "rennes:2", "-w", "0:20:00", "-t", TINY,
+                                "-d", "concentrated", "-o", str(out)], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "vm5k.log"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.exists() and "vms: create and start the VMs" in log.read_text():
+            break
+        time.sleep(0.5)
+    assert process.poll() is None, process.communicate()[1][-2000:]
+    os.kill(process.pid, signal.SIGTERM)  # as a batch system would; Ctrl-C takes the same path
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert f"vm5k --resume {out}" in err and f"vm5k --destroy {out}" in err
+    record = state(out)["meta"]["run"]
+    assert record["status"] == "interrupted" and "vms" not in record["steps"]
+    job_id = state(out)["meta"]["grid5000"]["jobs"][0]["id"]
+
+    done = vm5k("--resume", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = state(out)["meta"]
+    assert resumed["run"]["status"] == "done"
+    assert [job["id"] for job in resumed["grid5000"]["jobs"]] == [job_id]  # no second reservation
+    rows = vms_of(out)
+    assert {row["state"] for row in rows} == {"OK"}
+    assert len({row["host"] for row in rows}) == 1  # concentrated: one host holds them all
+    assert ssh_vm(out, "vm-3", "hostname").stdout.strip() == "vm-3"
+
+
+def test_a_topology_file_in_kavlan(testbed: LabTestbed, tmp_path: Path, destroyed: list[Path]) -> None:
+    first, second = testbed.nodes[:2]
+    short = [node.split(".")[0] for node in (first, second)]
+    cluster = short[0].rsplit("-", 1)[0]
+    (tmp_path / "topo.xml").write_text(f"""<vm5k>
+  <site id="rennes">
+    <cluster id="{cluster}">
+      <host id="{short[0]}"><vm id="web-1" mem="256" hdd="2"/><vm id="web-2" mem="256" hdd="2"/></host>
+      <host id="{short[1]}"><vm id="db-1" mem="256" hdd="2" n_cpu="1"/></host>
+    </cluster>
+  </site>
+</vm5k>
+""")
+    out = tmp_path / "out"
+    destroyed.append(out)
+    done = vm5k("-i", "topo.xml", "-k", "-w", "0:20:00", "-o", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {row["id"]: row for row in vms_of(out)}
+    assert {row["state"] for row in rows.values()} == {"OK"}
+    vlan = state(out)["meta"]["grid5000"]["vlan"]
+    assert vlan is not None
+    # the file's placement is kept, on the hosts it names (in their KaVLAN names)
+    assert rows["web-1"]["host"] == rows["web-2"]["host"] == f"{short[0]}-kavlan-{vlan}.rennes.grid5000.fr"
+    assert rows["db-1"]["host"] == f"{short[1]}-kavlan-{vlan}.rennes.grid5000.fr"
+    # KaVLAN: vm5k's dnsmasq gave the addresses (locally administered MACs) and serves the names
+    assert all(row["mac"].lower().startswith("02:56:") for row in rows.values())
+    assert ssh_vm(out, "db-1", "hostname").stdout.strip() == "db-1"
+    assert rows["web-1"]["ip"] in ssh_vm(out, "db-1", "nslookup web-1").stdout
+
+
+def test_n_by_hosts_spreads_evenly(testbed: LabTestbed, tmp_path: Path, destroyed: list[Path]) -> None:
+    out = tmp_path / "out"
+    destroyed.append(out)
+    done = vm5k("-n", "4", "-r", "rennes:2", "-d", "n_by_hosts", "-w", "0:20:00", "-t", TINY, "-o", str(out),
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = vms_of(out)
+    per_host: dict[str, int] = {}
+    for row in rows:
+        per_host[row["host"]] = per_host.get(row["host"], 0) + 1
+    assert sorted(per_host.values()) == [2, 2]
+    assert {row["state"] for row in rows} == {"OK"}
