@@ -146,3 +146,18 @@ class RetryPolicy:
 
 #: No retry at all: for tests and for callers that handle failure themselves.
 NO_RETRY = RetryPolicy(attempts=1)
+
+
+def polling_delays(maximum: float, initial: float = 1.0, multiplier: float = 2.0) -> Iterator[float]:
+    """Delays between polls of something that may be ready at once or only much later (a job, a
+    deployment): short at first, so a quick answer costs no idle wait, then growing to `maximum` so a long
+    wait does not hammer the server.
+
+    >>> import itertools
+    >>> list(itertools.islice(polling_delays(10.0), 6))
+    [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    """
+    delay = min(initial, maximum)
+    while True:
+        yield delay
+        delay = min(delay * multiplier, maximum)

@@ -33,6 +33,7 @@ from vm5k.platforms.grid5000.oar import (
     paris_date,
     submit_job,
 )
+from vm5k.retry import polling_delays
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def wait_running(api: ApiClient, jobs: Sequence[JobRecord], *, report: Callable[
                  timeout: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
     """Poll until every job runs; PlatformError if one ends first (or `timeout` wall seconds pass)."""
     deadline = None if timeout is None else clock() + timeout
+    delays = polling_delays(poll)
     while True:
         docs, now = poll_jobs(api, jobs)
         report(progress_of(jobs, now))
@@ -145,7 +147,7 @@ def wait_running(api: ApiClient, jobs: Sequence[JobRecord], *, report: Callable[
         if deadline is not None and clock() >= deadline:
             raise PlatformError(f"the jobs did not start within {timeout:.0f} s")
         left = min((job.start - now for job in jobs if job.start and job.state != "running"), default=0)
-        sleep(poll if left <= 0 else min(max(poll, left / 4), 300.0))
+        sleep(next(delays) if left <= 0 else min(max(poll, left / 4), 300.0))
 
 
 def _duration(seconds: int) -> str:
