@@ -116,6 +116,12 @@ def test_a_user_run_with_program_and_plot(testbed: LabTestbed, tmp_path: Path, d
         assert (out / name).exists(), name
     assert (out / "id_ed25519").stat().st_mode & 0o777 == 0o600
     assert 'state="OK"' in (out / "final_topo.xml").read_text()
+    # the boot-time example reads the outdir alone
+    example = Path(__file__).resolve().parents[2] / "examples" / "boot_time.py"
+    boot = subprocess.run([sys.executable, str(example), str(out), "--plot"], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert boot.returncode == 0, boot.stderr
+    assert boot.stdout.startswith("4 VMs: mean ") and (out / "boot_time.png").exists()
     record = state(out)["meta"]["run"]
     assert record["status"] == "done"
     assert list(record["steps"]) == ["topology", "reservation", "hosts", "network", "vms", "program"]
