@@ -67,8 +67,8 @@ class Reference:
     """The reference data of the sites the testbed serves.
 
     >>> ref = Reference.load(["rennes"])
-    >>> ref.sites["rennes"].node_info["paravance-1.rennes.grid5000.fr"].cores
-    16
+    >>> ref.sites["rennes"].node_info["paradoxe-1.rennes.grid5000.fr"].cores
+    52
     """
 
     def __init__(
