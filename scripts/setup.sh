@@ -3,8 +3,18 @@
 #   - the Debian packages (QEMU, libvirt, dnsmasq, OpenSSH, image-building tools), installed only if missing;
 #   - the Python environment in .venv/ at the repository root (vm5k and its test tools), rebuilt only
 #     when pyproject.toml changed.
+#   - with --with-execo, a separate .venv-execo/ holding execo (the Grid'5000 toolkit the testbed's contract
+#     tests and the planning benchmark compare against; never a dependency of vm5k itself).
 # A second run on a set-up machine takes about a second and downloads nothing.
 set -euo pipefail
+
+WITH_EXECO=0
+for arg in "$@"; do
+    case "$arg" in
+        --with-execo) WITH_EXECO=1 ;;
+        *) echo "setup: error: unknown option $arg (known: --with-execo)" >&2; exit 2 ;;
+    esac
+done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
@@ -57,5 +67,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 else
     log "Python environment up to date"
+fi
+if [ "$WITH_EXECO" = 1 ] && [ ! -x "$ROOT/.venv-execo/bin/python" ]; then
+    log "creating $ROOT/.venv-execo with execo"
+    "$PYTHON" -m venv "$ROOT/.venv-execo"
+    "$ROOT/.venv-execo/bin/pip" install -q execo requests 2>&1 | { grep -v 'is ignored: it is neither' || true; } >&2
 fi
 log "ready: $VENV/bin/vm5k"

@@ -4,8 +4,9 @@
 # Extra arguments go to pytest, e.g. scripts/test.sh -k placement
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/setup.sh" --with-execo
 cd "$ROOT"
+export VM5K_EXECO_PYTHON="$ROOT/.venv-execo/bin/python"  # execo's contract test against the testbed
 echo "test: ruff" >&2
 .venv/bin/ruff check .
 echo "test: pytest" >&2
