@@ -153,6 +153,10 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
     phys.add_argument("--hosts", metavar="LIST|FILE",
                       help="use these SSH hosts: a comma separated list,\n"
                            "or a file with one host a line")
+    phys.add_argument("--vm-network", "--vm_network", dest="vm_network", metavar="CIDR[,gateway=IP,...]",
+                      help="with --hosts: the network the VMs sit on, served by\n"
+                           "vm5k's dnsmasq; also block=CIDR (their addresses),\n"
+                           "mac=grid5000|local, domain=NAME")
     phys.add_argument("--queue", metavar="QUEUE", help="OAR queue (default: default)")
     phys.add_argument("--host-reserve", "--host_reserve", dest="host_reserve", metavar="MIB",
                       help="RAM of each host kept for the hypervisor, in MiB\n"

@@ -224,10 +224,10 @@ STEPS = (
 )
 
 
-def identity_files(outdir_path: Path, extra: list[str]) -> list[str]:
-    """The keys vm5k offers to hosts: the run's, then those given (the testbed's), then the user's own
-    usual keys (hosts kept with --nodeploy trust those)."""
+def identity_files(outdir_path: Path) -> list[str]:
+    """The keys vm5k offers to hosts: the run's, then the user's own usual keys (hosts kept with
+    --nodeploy, or given with --hosts, trust those); the SSH config's IdentityFile entries come after
+    (the testbed's key, a gateway's)."""
     home = Path(os.path.expanduser("~")) / ".ssh"
     own = [str(home / name) for name in ("id_ed25519", "id_ecdsa", "id_rsa") if (home / name).is_file()]
-    keys = [str((outdir_path / PRIVATE_KEY).resolve()), *extra, *own]
-    return list(dict.fromkeys(keys))
+    return list(dict.fromkeys([str((outdir_path / PRIVATE_KEY).resolve()), *own]))

@@ -167,6 +167,32 @@ def parse_hosts(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+VM_NETWORK_KEYS = ("gateway", "block", "mac", "domain")
+
+
+def parse_vm_network(text: str) -> dict[str, str]:
+    """``--vm-network CIDR[,gateway=IP][,block=CIDR][,mac=grid5000|local][,domain=NAME]`` (``--hosts``).
+
+    Only the grammar is checked here; the platform checks the addresses themselves.
+
+    >>> parse_vm_network("10.156.0.0/14,gateway=10.159.255.254,block=10.156.8.0/22")
+    {'cidr': '10.156.0.0/14', 'gateway': '10.159.255.254', 'block': '10.156.8.0/22'}
+    """
+    parts = [part.strip() for part in text.split(",")]
+    if not parts[0] or "=" in parts[0]:
+        raise UsageError("--vm-network: start with the network, e.g. 10.156.0.0/14,gateway=10.159.255.254")
+    network = {"cidr": printable(parts[0], "--vm-network")}
+    for part in parts[1:]:
+        key, sep, value = part.partition("=")
+        if not sep or key not in VM_NETWORK_KEYS or not value:
+            raise UsageError(f"--vm-network: {shown(part, 40)} is not one of "
+                             f"{', '.join(k + '=...' for k in VM_NETWORK_KEYS)}")
+        if key in network:
+            raise UsageError(f"--vm-network: {key} given twice")
+        network[key] = printable(value, "--vm-network")
+    return network
+
+
 def parse_packages(text: str) -> tuple[str, ...]:
     """``--host-packages``: Debian package names, comma separated."""
     names = _items(text, "--host-packages")
@@ -245,6 +271,7 @@ class Request:
     ssh_config: str | None = None
     platform: str | None = None  # None: chosen by the workflow (Grid'5000 when configured, else the testbed)
     hosts: tuple[str, ...] = ()
+    vm_network: dict[str, str] | None = None  # --vm-network (the hosts platform's VM network)
     queue: str = "default"
     keep_job: bool = False
     verbosity: int = 0  # -1 quiet, 0 normal, 1 verbose
@@ -260,8 +287,8 @@ class Request:
 _DEPLOYMENT_OPTIONS = ("n_vm", "infile", "job_id", "walltime", "kavlan", "resources", "blacklisted",
                        "env_name", "env_file", "forcedeploy", "nodeploy", "host_packages", "packages_upgrade",
                        "vm_template", "vm_backing_file", "vm_disk_location", "vm_distribution",
-                       "vm_clean_disks", "program", "plot", "hosts", "queue", "seed", "cpu_overcommit",
-                       "host_reserve", "dry_run", "platform")
+                       "vm_clean_disks", "program", "plot", "hosts", "vm_network", "queue", "seed",
+                       "cpu_overcommit", "host_reserve", "dry_run", "platform")
 
 
 def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None = None,
@@ -315,6 +342,12 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
         platform = "hosts"
     if platform == "hosts" and not hosts:
         raise UsageError("--platform hosts needs --hosts LIST|FILE")
+    vm_network = parse_vm_network(get("vm_network")) if get("vm_network") is not None else None
+    if platform == "hosts" and vm_network is None:
+        raise UsageError("--hosts needs --vm-network CIDR[,gateway=IP,block=CIDR]: the network the VMs sit "
+                         "on (vm5k's dnsmasq serves it)")
+    if vm_network is not None and platform != "hosts":
+        raise UsageError("--vm-network describes the VMs' network of --hosts; Grid'5000 gives its own")
     if api is not None:
         if platform in ("testbed", "hosts"):
             raise UsageError(f"--api names a Grid'5000 API: it cannot be used with --platform {platform}")
@@ -395,7 +428,8 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
         env_file=env_file, forcedeploy=bool(get("forcedeploy")), nodeploy=bool(get("nodeploy")),
         host_packages=packages, packages_upgrade=bool(get("packages_upgrade")), vm_backing_file=backing,
         vm_disk_location=disk_location, vm_clean_disks=bool(get("vm_clean_disks")), program=program,
-        plot=bool(get("plot")), api=api, ssh_config=ssh_config, platform=platform, hosts=hosts, queue=queue,
+        plot=bool(get("plot")), api=api, ssh_config=ssh_config, platform=platform, hosts=hosts,
+        vm_network=vm_network, queue=queue,
         keep_job=False, verbosity=verbosity,
     )
     return request, warnings

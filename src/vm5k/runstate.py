@@ -46,6 +46,8 @@ class RunRecord:
     ssh_config: str | None = None
     testbed_state: str | None = None
     identity_files: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)  # the hosts platform's hosts (--hosts)
+    vm_network: dict[str, str] | None = None  # the hosts platform's VM network (--vm-network)
     gateway: bool = False  # hosts are reached through an access gateway: fewer parallel connections
     hypervisor: dict[str, Any] = field(default_factory=dict)  # RunSettings.to_dict()
     program: str | None = None

@@ -33,6 +33,7 @@ from vm5k.log import add_file_handler
 from vm5k.pipeline import KNOWN_HOSTS, STEPS, RunContext, identity_files
 from vm5k.platforms import make_platform
 from vm5k.platforms.grid5000.credentials import ENV_API, credentials_path, on_grid5000_frontend
+from vm5k.platforms.hosts import HostsNetwork
 from vm5k.platforms.testbed import DEFAULT_NODES, ensure_testbed
 from vm5k.progress import Reporter
 from vm5k.remote import SshSettings
@@ -83,6 +84,7 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
     ssh = SshSettings(config_files=(Path(record.ssh_config),) if record.ssh_config else (),
                       identity_files=tuple(Path(p) for p in record.identity_files),
                       known_hosts=folder / KNOWN_HOSTS, record_new_host_keys=True, connect_timeout=30,
+                      keepalive_interval=5, keepalive_count_max=3,  # a dropped host is noticed in 15 s
                       max_parallel=PARALLEL_VIA_GATEWAY if record.gateway else PARALLEL_INSIDE_GRID5000)
     context = RunContext(outdir=folder, record=record, topology=topology, platform=None,  # type: ignore[arg-type]
                          ssh=ssh, reporter=reporter, loop=loop, request=request)
@@ -90,6 +92,11 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
                                 "checkpoint": context.save}
     if record.platform in ("grid5000", "testbed"):
         settings["api"] = record.api
+    elif record.platform == "hosts":
+        settings["hosts"] = tuple(record.hosts)
+        settings["network"] = HostsNetwork(**(record.vm_network or {}))
+        if request is not None:
+            settings.update(limits=request.limits, distribution=request.distribution, seed=request.seed)
     context.platform = make_platform(record.platform, **settings)
     if not record.hypervisor:
         options = request
@@ -121,7 +128,7 @@ def _new_run(request: Request, reporter: Reporter, loop: asyncio.Runner) -> RunC
     name = choose_platform(request)
     record = RunRecord(run_id=new_run_id(), platform=name, start_dir=os.getcwd(), api=request.api,
                        ssh_config=request.ssh_config, program=request.program, plot=request.plot,
-                       dry_run=request.dry_run)
+                       dry_run=request.dry_run, hosts=list(request.hosts), vm_network=request.vm_network)
     topology = request.topology.copy()
     backing = request.vm_backing_file or DEFAULT_BACKING_FILE
     if name == "testbed":
@@ -129,16 +136,14 @@ def _new_run(request: Request, reporter: Reporter, loop: asyncio.Runner) -> RunC
         info = ensure_testbed(site, nodes)
         record.api, record.ssh_config = info.api, info.ssh_config
         record.testbed_state = info.state_dir
-        extra = [info.private_key] if info.private_key else []
         log.info("platform: testbed (the embedded Grid'5000: API %s, nodes through %s)", info.api,
                  info.ssh_config)
         if not request.vm_backing_file and info.image:
             backing = info.image
     else:
-        extra = []
         where = f"API {request.api}" if request.api else "API from VM5K_API or ~/.python-grid5000.yaml"
         log.info("platform: %s (%s)", name, where if name == "grid5000" else ", ".join(request.hosts))
-    record.identity_files = identity_files(folder, extra)
+    record.identity_files = identity_files(folder)
     for vm in topology.vms():
         if vm.backing_file is None:
             vm.backing_file = backing

@@ -202,3 +202,21 @@ def test_n_by_hosts_spreads_evenly(testbed: LabTestbed, tmp_path: Path, destroye
         per_host[row["host"]] = per_host.get(row["host"], 0) + 1
     assert sorted(per_host.values()) == [2, 2]
     assert {row["state"] for row in rows} == {"OK"}
+
+
+def test_hosts_you_already_have(testbed: LabTestbed, tmp_path: Path, destroyed: list[Path]) -> None:
+    """--hosts: no reservation, no Kadeploy; capacity read from the hosts, a VM network described by hand
+    and served by vm5k's dnsmasq (the testbed's DHCP ignores MACs of subnets nobody reserved)."""
+    subnet = testbed.grid5000().sites["rennes"].g5ksubnet
+    network = f"{subnet['network']},gateway={subnet['gateway']},block=10.156.252.0/22,mac=local"
+    out = tmp_path / "out"
+    destroyed.append(out)
+    done = vm5k("--hosts", ",".join(testbed.nodes[:2]), "--ssh-config", testbed.ssh_config, "--vm-network",
+                network, "-n", "2", "-t", TINY, "-o", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "platform: hosts" in done.stderr
+    rows = vms_of(out)
+    assert {row["state"] for row in rows} == {"OK"}
+    assert all(row["ip"].startswith("10.156.25") and row["mac"].lower().startswith("02:56:") for row in rows)
+    assert "meta" in state(out) and "grid5000" not in state(out)["meta"]  # nothing was reserved
+    assert ssh_vm(out, "vm-2", "hostname").stdout.strip() == "vm-2"

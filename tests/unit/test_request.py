@@ -22,6 +22,7 @@ from vm5k.request import (
     parse_jobs,
     parse_packages,
     parse_resources,
+    parse_vm_network,
     parse_vm_template,
     parse_walltime,
 )
@@ -223,13 +224,28 @@ def test_infile_without_vms() -> None:
 
 
 def test_hosts_platform() -> None:
-    request, warnings = build_request({"outdir": "o", "n_vm": "2"}, hosts_text="node-1\nnode-2\n")
+    net = "10.156.0.0/14,gateway=10.159.255.254,block=10.156.8.0/22,mac=local"
+    request, warnings = build_request({"outdir": "o", "n_vm": "2", "vm_network": net},
+                                      hosts_text="node-1\nnode-2\n")
     assert request.platform == "hosts" and request.hosts == ("node-1", "node-2")
+    assert request.vm_network == {"cidr": "10.156.0.0/14", "gateway": "10.159.255.254",
+                                  "block": "10.156.8.0/22", "mac": "local"}
     assert not any("-w" in w for w in warnings)  # nothing is reserved
     with pytest.raises(UsageError, match="-k is for Grid'5000"):
-        build_request({"outdir": "o", "kavlan": True}, hosts_text="node-1")
+        build_request({"outdir": "o", "kavlan": True, "vm_network": net}, hosts_text="node-1")
     with pytest.raises(UsageError, match="--platform testbed"):
         build_request({"outdir": "o", "platform": "testbed"}, hosts_text="node-1")
+    with pytest.raises(UsageError, match="needs --vm-network"):
+        build_request({"outdir": "o"}, hosts_text="node-1")
+    with pytest.raises(UsageError, match="Grid'5000 gives its own"):
+        build_request({"outdir": "o", "vm_network": net})
+
+
+@pytest.mark.parametrize("text", ["", "gateway=1.2.3.4", "10.0.0.0/8,gw=1", "10.0.0.0/8,mac=",
+                                  "10.0.0.0/8,mac=a,mac=b"])
+def test_vm_network_grammar_errors(text: str) -> None:
+    with pytest.raises(UsageError, match="--vm-network"):
+        parse_vm_network(text)
 
 
 def test_api_implies_grid5000_and_resume_destroy() -> None:

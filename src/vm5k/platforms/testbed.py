@@ -40,7 +40,6 @@ class TestbedInfo:
     ssh_config: str
     image: str | None
     state_dir: str | None
-    private_key: str | None = None  # the testbed's own key, authorized on every node whatever happens
     nodes: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
     @property
@@ -96,7 +95,7 @@ def parse_status(text: str) -> TestbedInfo | None:
         return None
     nodes = tuple(node for node in data.get("nodes") or () if isinstance(node, dict))
     return TestbedInfo(str(data["api"]), str(data["ssh_config"]), data.get("image"), data.get("state_dir"),
-                       data.get("private_key"), nodes)
+                       nodes)
 
 
 def status(state_dir: str | None = None) -> TestbedInfo | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ class Endpoint:
     user: str
     proxy_jump: tuple[str, ...]
     proxy_command: tuple[str, ...] | None
+    identity_files: tuple[str, ...] = ()  # the config's IdentityFile entries for this host
 
 
 @dataclass(frozen=True)
@@ -129,11 +131,13 @@ class ConnectionPool:
             port=port if port is not None else (), known_hosts=None, client_keys=None)
         raw_user = options.config.get("User")
         jump = options.tunnel if isinstance(options.tunnel, str) and options.tunnel != "none" else ""
+        identities = options.config.get("IdentityFile") or ()
         return Endpoint(
             alias=host, hostname=str(options.host), port=int(options.port),
             user=user or self.settings.login_user(raw_user if isinstance(raw_user, str) else None),
             proxy_jump=tuple(part.strip() for part in jump.split(",") if part.strip()),
-            proxy_command=tuple(options.proxy_command) if options.proxy_command else None)
+            proxy_command=tuple(options.proxy_command) if options.proxy_command else None,
+            identity_files=tuple(os.path.expanduser(str(p)) for p in identities))
 
     # ------------------------------------------------------------------ connections
     async def connection(self, host: str) -> asyncssh.SSHClientConnection:
@@ -196,7 +200,10 @@ class ConnectionPool:
             assert via is not None
             tunnel = await self._get(via)
         settings = self.settings
-        keys = [str(p) for p in settings.identity_files] or ()
+        # As ssh -i does, the keys given add to the config's IdentityFile entries, which stay usable (a
+        # testbed's own key, a gateway's); none given means asyncssh's defaults (config, then ~/.ssh).
+        keys = list(dict.fromkeys([str(p) for p in settings.identity_files]
+                                  + [p for p in endpoint.identity_files if os.path.isfile(p)])) or ()
         log.debug("ssh connect %s (%s@%s:%d%s)", hop.label(), endpoint.user, endpoint.hostname, endpoint.port,
                   f" via {tunnel.get_extra_info('host')}" if tunnel else "")
         try:

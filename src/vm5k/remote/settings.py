@@ -47,8 +47,9 @@ class SshSettings:
 
     user: login user; None means the config file's ``User`` for that host, else ``root``. An explicit
         user wins over the config file, as ``ssh -l`` does.
-    identity_files: private keys to offer; empty means the config's ``IdentityFile`` entries, else the
-        usual ``~/.ssh/id_*`` keys (and an agent if ``SSH_AUTH_SOCK`` is set).
+    identity_files: private keys to offer, before the config's ``IdentityFile`` entries for the host (as
+        ``ssh -i`` adds to them); empty means the config's entries, else the usual ``~/.ssh/id_*`` keys
+        (and an agent if ``SSH_AUTH_SOCK`` is set).
     config_files: OpenSSH-style client config files (Host, HostName, Port, User, IdentityFile,
         ProxyJump, ProxyCommand, ...). Empty means none (not even ``~/.ssh/config``), so that a run
         depends only on what it was given.
