@@ -36,6 +36,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from vm5k.hypervisor.daemons import ALIVE_FUNCTION
 from vm5k.hypervisor.layout import HostLayout
 from vm5k.hypervisor.settings import VmNetwork
 from vm5k.topology import parse_ip, parse_mac, validate_id
@@ -131,19 +132,10 @@ def service_interface(address: str, network: VmNetwork, host_address: str, host_
 
 #: $1 dnsmasq folder, $2 bridge, $3 listen address, $4 "address/prefix" to add to the bridge ('' = none),
 #: $5 the file recording that address for destroy. The new configuration is in $1/dnsmasq.conf.new.
-START_SCRIPT = r"""
+START_SCRIPT = ALIVE_FUNCTION + r"""
 set -u
 dir=$1 bridge=$2 listen=$3 extra=$4 record=$5
 conf="$dir/dnsmasq.conf" pidf="$dir/dnsmasq.pid"
-alive() {
-    [ -r "$1" ] || return 1
-    pid=$(cat "$1" 2>/dev/null)
-    case "$pid" in ''|*[!0-9]*) return 1 ;; esac
-    [ -r "/proc/$pid/stat" ] || return 1
-    state=$(sed 's/^.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
-    case "$state" in Z|X|x) return 1 ;; esac
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dnsmasq ]
-}
 if [ -n "$extra" ] && ! ip -o -4 addr show dev "$bridge" | grep -q " inet $extra "; then
     printf '%s %s\n' "$bridge" "$extra" > "$record"
     ip addr add "$extra" dev "$bridge" || { echo "cannot add $extra to $bridge" >&2; exit 60; }
@@ -155,18 +147,18 @@ if [ ! -f "$dir/upstream.conf" ]; then
 fi
 touch "$dir/hosts" "$dir/dhcp-hosts"
 chmod 0644 "$dir/hosts" "$dir/dhcp-hosts" "$dir/upstream.conf" "$dir/dnsmasq.conf.new"
-if alive "$pidf"; then
+if alive "$pidf" dnsmasq; then
     if cmp -s "$dir/dnsmasq.conf.new" "$conf"; then
         kill -HUP "$(cat "$pidf")" && echo reloaded && exit 0
     fi
     kill "$(cat "$pidf")"
-    i=0; while alive "$pidf" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    i=0; while alive "$pidf" dnsmasq && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
     echo restarted
 fi
 mv -f "$dir/dnsmasq.conf.new" "$conf"
 touch "$dir/leases" && chown nobody:nogroup "$dir/leases" 2>/dev/null
 dnsmasq --conf-file="$conf" 2>"$dir/dnsmasq.err" || { cat "$dir/dnsmasq.err" >&2; exit 61; }
-i=0; until alive "$pidf"; do
+i=0; until alive "$pidf" dnsmasq; do
     i=$((i + 1))
     if [ $i -ge 50 ]; then echo "dnsmasq did not stay up" >&2; cat "$dir/dnsmasq.err" >&2; exit 62; fi
     sleep 0.1

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from vm5k.hypervisor.daemons import ALIVE_FUNCTION
 from vm5k.hypervisor.layout import HostLayout
 
 #: What every host needs (Debian names): libvirt's daemon and virsh, QEMU, qemu-img, an ISO writer.
@@ -75,17 +76,8 @@ if [ -n "$missing" ]; then echo "missing commands:$missing" >&2; exit 24; fi
 """
 
 #: Starts libvirt if it does not run; fixes /dev/kvm; waits until qemu:///system answers.
-LIBVIRT_SCRIPT = r"""
+LIBVIRT_SCRIPT = ALIVE_FUNCTION + r"""
 set -u
-alive() {  # $1: pid file, $2: process name. A zombie or a recycled PID is not alive.
-    [ -r "$1" ] || return 1
-    pid=$(cat "$1" 2>/dev/null)
-    case "$pid" in ''|*[!0-9]*) return 1 ;; esac
-    [ -r "/proc/$pid/stat" ] || return 1
-    state=$(sed 's/^.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
-    case "$state" in Z|X|x) return 1 ;; esac
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
-}
 if [ ! -e /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
     modprobe kvm_intel 2>/dev/null || modprobe kvm_amd 2>/dev/null || true
 fi

@@ -58,8 +58,10 @@ class HostFailed(Exception):
 
 
 def _host_error(result: HostResult) -> bool:
-    """True when the command did not run for want of the host (no exit status)."""
-    return result.exit_status is None and result.error is not None
+    """True when the command did not run for want of the host (no connection). A command that ran out of
+    time is not one: the host answers, the command failed (its caller says so)."""
+    error = result.error
+    return result.exit_status is None and error is not None and not error.startswith("timed out")
 
 
 @dataclass
@@ -190,11 +192,14 @@ class HostBoot:
         window = asyncio.Semaphore(self.settings.boot_parallel or int(self.host.extra.get("nproc", 1)) or 1)
         poller = asyncio.create_task(self._poll_states())
         try:
-            await asyncio.gather(*(self._boot(vm, window) for vm in ready))
+            outcomes = await asyncio.gather(*(self._boot(vm, window) for vm in ready), return_exceptions=True)
         finally:
             poller.cancel()
         if self.failed:
             raise HostFailed(self.failed)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _prepare(self, to_create: list[VM]) -> list[VM]:
         """Send the small files and make seeds and disks; returns the VMs ready to start."""
@@ -231,10 +236,11 @@ class HostBoot:
     async def _poll_states(self) -> None:
         while True:
             try:
-                result = await self._run(lifecycle.states_command(self.layout), timeout=30)
+                asked = time.monotonic()  # the list is as of when it was asked, not when it came back
+                result = await self._run(lifecycle.states_command(self.layout), timeout=60)
                 if result.ok:
                     self.states = lifecycle.parse_states(result.stdout, self.layout)
-                    self.states_at = time.monotonic()
+                    self.states_at = asked
             except HostFailed:
                 return
             await asyncio.sleep(STATES_INTERVAL)
@@ -281,7 +287,6 @@ class HostBoot:
         """Destroy the VM's domain and remake its disk; the reason when the disk cannot be remade."""
         assert vm.ip is not None
         await self._run(lifecycle.destroy_command(self.layout, [vm.id]))
-        self.prober.forget(vm.ip)
         result = await self._run(prepare_command(self.layout, "", [self.vm_files(vm)]), timeout=600)
         return parse_prepare(result.stdout).get(vm.id, f"disk script: {result.describe()}")
 
@@ -289,6 +294,7 @@ class HostBoot:
         """Start the VM and follow it until it answers or its time is up; returns the best stage reached
         with the last probe's detail."""
         assert vm.ip is not None
+        self.prober.forget(vm.ip)  # a new instance makes new host keys (a former run may have used this IP)
         started = await self._run(lifecycle.start_command(self.layout, [vm.id]), timeout=120)
         why = lifecycle.parse_outcome(started.stdout, self.layout).get(vm.id, started.describe())
         if why is not None:
