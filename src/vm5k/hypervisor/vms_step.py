@@ -7,10 +7,10 @@ Per host (all hosts at once):
 2. ``--vm-clean-disks``: orphaned disks of older runs and this run's stale disks are removed;
 3. the small files of every VM to create (seed, domain XML) go in one archive; one script makes the seed
    ISOs and the disks (with ``-l all``, every VM's disk and seed on every host);
-4. VMs start in waves sized to the host's ``nproc`` (a sliding window: when one VM is done, the next one
-   starts), and each is followed through the readiness stages (`vm5k.hypervisor.readiness`) by a probe
-   every second through the host's SSH connection, while one ``virsh list`` per host every two seconds
-   notices domains that stopped;
+4. VMs start in waves sized to the host's ``nproc`` (a sliding window: when one VM has booted, i.e. got
+   its address, the next one starts), and each is followed through the readiness stages
+   (`vm5k.hypervisor.readiness`) by a probe every second through the host's SSH connection, while one
+   ``virsh list`` per host every two seconds notices domains that stopped;
 5. a VM that has not accepted the run's key ``boot_timeout`` seconds after its start (or whose domain
    stopped) is destroyed and created again (``recreate`` times, once by default); then it is stopped (kept
    for inspection) and marked KO with the stage it reached and the last lines of its serial console;
@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,11 +259,22 @@ class HostBoot:
         return probe
 
     async def _boot(self, vm: VM, window: asyncio.Semaphore) -> None:
+        """Create and follow one VM. A wave slot is held from the start until the guest has its address
+        (kernel and init done: the CPU-heavy part of a boot), not until its SSH login: the waits that end
+        a boot (sshd start, key exchange, our probes) then overlap the next VM's boot."""
         attempts = 1 + self.settings.recreate
         last = Probe("defined")
-        async with window:
-            for attempt in range(1, attempts + 1):
-                vm.extra["attempts"] = attempt
+        for attempt in range(1, attempts + 1):
+            vm.extra["attempts"] = attempt
+            await window.acquire()
+            held = [True]
+
+            def release(held: list[bool] = held) -> None:
+                if held[0]:
+                    held[0] = False
+                    window.release()
+
+            try:
                 if attempt > 1:
                     log.info("%s did not come up (%s): recreating it on %s", vm.id, _describe(last),
                              self.host.id)
@@ -270,18 +282,20 @@ class HostBoot:
                     if why is not None:
                         last = Probe("defined", why)
                         break
-                last = await self._start_and_wait(vm)
-                if last.stage == "login":
-                    vm.state, vm.reason = VM_OK, None
-                    self._done(vm)
-                    return
-            await self._run(lifecycle.stop_command(self.layout, [vm.id]))
-            tail = await self._console_tail(vm)
-            tries = vm.extra["attempts"]
-            mark_vm_ko(vm, f"no SSH login after {tries} attempt{'s' * (tries > 1)} of "
-                           f"{self.settings.boot_timeout:.0f} s (reached {_describe(last)}); console: {tail}")
-            log.warning("%s is KO: %s", vm.id, vm.reason)
-            self._done(vm)
+                last = await self._start_and_wait(vm, release)
+            finally:
+                release()
+            if last.stage == "login":
+                vm.state, vm.reason = VM_OK, None
+                self._done(vm)
+                return
+        await self._run(lifecycle.stop_command(self.layout, [vm.id]))
+        tail = await self._console_tail(vm)
+        tries = vm.extra["attempts"]
+        mark_vm_ko(vm, f"no SSH login after {tries} attempt{'s' * (tries > 1)} of "
+                       f"{self.settings.boot_timeout:.0f} s (reached {_describe(last)}); console: {tail}")
+        log.warning("%s is KO: %s", vm.id, vm.reason)
+        self._done(vm)
 
     async def _recreate(self, vm: VM) -> str | None:
         """Destroy the VM's domain and remake its disk; the reason when the disk cannot be remade."""
@@ -290,7 +304,7 @@ class HostBoot:
         result = await self._run(prepare_command(self.layout, "", [self.vm_files(vm)]), timeout=600)
         return parse_prepare(result.stdout).get(vm.id, f"disk script: {result.describe()}")
 
-    async def _start_and_wait(self, vm: VM) -> Probe:
+    async def _start_and_wait(self, vm: VM, booted: Callable[[], None] = lambda: None) -> Probe:
         """Start the VM and follow it until it answers or its time is up; returns the best stage reached
         with the last probe's detail."""
         assert vm.ip is not None
@@ -306,6 +320,8 @@ class HostBoot:
             probe = await self._probe(vm)
             if probe.reached(best):
                 best = probe.stage
+            if probe.reached("address"):
+                booted()
             vm.extra["stage"] = best
             if probe.stage == "login":
                 vm.extra["boot_seconds"] = round(time.monotonic() - t0, 2)
