@@ -26,7 +26,7 @@ from typing import Any
 
 from vm5k.errors import PlatformError, UsageError
 from vm5k.platforms.grid5000.api import ApiClient, ApiError
-from vm5k.retry import polling_delays
+from vm5k.platforms.grid5000.polling import api_polling
 from vm5k.topology import one_line
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def wait_deployments(api: ApiClient, records: Sequence[DeploymentRecord], *, pol
                      progress: Callable[[Sequence[DeploymentRecord]], None] | None = None) -> None:
     """Poll until every deployment ended; fills each record's `status` and `ko` (node → reason)."""
     pending = [r for r in records if r.status not in FINAL]
-    delays = polling_delays(poll)
+    delays = api_polling(poll)
     while pending:
         for record in pending:
             doc = api.get(f"/sites/{record.site}/deployments/{record.uid}")

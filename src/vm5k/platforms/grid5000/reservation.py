@@ -33,7 +33,7 @@ from vm5k.platforms.grid5000.oar import (
     paris_date,
     submit_job,
 )
-from vm5k.retry import polling_delays
+from vm5k.platforms.grid5000.polling import api_polling
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def wait_running(api: ApiClient, jobs: Sequence[JobRecord], *, report: Callable[
                  timeout: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
     """Poll until every job runs; PlatformError if one ends first (or `timeout` wall seconds pass)."""
     deadline = None if timeout is None else clock() + timeout
-    delays = polling_delays(poll)
+    delays = api_polling(poll)
     while True:
         docs, now = poll_jobs(api, jobs)
         report(progress_of(jobs, now))
