@@ -195,3 +195,18 @@ def test_resolver_lines_of_two_runs(tmp_path: Path) -> None:
     clean = with_resolv(tmp_path, [add1, add2, dnsmasq.resolver_remove_command(r2),
                                    dnsmasq.resolver_remove_command(r1), dnsmasq.resolver_remove_command(r1)])
     assert clean == RESOLV
+
+
+@needs_root
+def test_resolver_line_is_removed_after_the_host_rebooted(tmp_path: Path) -> None:
+    """/tmp (and vm5k's lock folder in it) is gone after a reboot, the resolver line in /etc is not: the
+    destroy of a run whose host died and came back must still remove it."""
+    layout = HostLayout("r1", str(tmp_path / "base"))
+    fake = tmp_path / "resolv.conf"
+    fake.write_text("# vm5k run r1\nnameserver 10.0.0.1\n" + RESOLV)
+    script = (f"mount --bind {fake} /etc/resolv.conf\n"
+              + command_line(dnsmasq.resolver_remove_command(layout)))
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert fake.read_text() == RESOLV

@@ -199,6 +199,7 @@ exit 0
 RESOLVER_ADD_SCRIPT = r"""
 set -eu
 f=/etc/resolv.conf marker="# vm5k run $2"
+mkdir -p -- "$(dirname -- "$3")"
 exec 9>>"$3"
 flock -w 60 9 || true
 if grep -qxF -- "$marker" "$f" 2>/dev/null; then exit 0; fi
@@ -214,6 +215,7 @@ RESOLVER_REMOVE_SCRIPT = r"""
 set -eu
 f=/etc/resolv.conf marker="# vm5k run $1"
 [ -f "$f" ] || exit 0
+mkdir -p -- "$(dirname -- "$2")"  # gone with /tmp when the host rebooted; the resolver line survived
 exec 9>>"$2"
 flock -w 60 9 || true
 grep -qxF -- "$marker" "$f" || exit 0
