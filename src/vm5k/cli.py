@@ -28,6 +28,7 @@ from vm5k.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Usa
 from vm5k.log import add_file_handler, remove_file_handler, setup_logging
 from vm5k.placement import DISTRIBUTIONS, NotEnoughCapacity, check, distribute, max_vms
 from vm5k.request import Request, build_request, format_walltime, parse_vm_template
+from vm5k.runstate import check_outdir_reusable
 from vm5k.topology import Host, Topology
 
 log = logging.getLogger(__name__)
@@ -256,6 +257,7 @@ def dry_run_from_file(request: Request) -> int:
                    "cpu_overcommit": request.limits.cpu_overcommit},
     })
     folder = outdir.make_outdir(request.outdir)
+    check_outdir_reusable(folder)
     add_file_handler(folder, request.verbosity)
     for warning in warnings:
         log.warning("%s", warning)

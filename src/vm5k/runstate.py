@@ -19,8 +19,10 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from vm5k import outdir
 from vm5k.errors import UsageError
 from vm5k.topology import Topology
 
@@ -58,6 +60,18 @@ class RunRecord:
     status: str = RUNNING
     message: str | None = None  # why it stopped, when it did not end well
 
+    @property
+    def planned(self) -> bool:
+        """The plan is recorded: from here on a run may own things outside (a reservation, hosts, VMs)."""
+        return "topology" in self.steps
+
+    @property
+    def may_own_resources(self) -> bool:
+        """True while the run may hold a reservation, VMs or files on hosts: its outdir is then the only
+        way to find and remove them, so it must never be overwritten by another run."""
+        began_outside = any(step != "topology" for step in self.reached)
+        return not self.dry_run and self.status != DESTROYED and began_outside
+
     def step_begun(self, name: str) -> None:
         if name not in self.reached:
             self.reached.append(name)
@@ -80,3 +94,22 @@ class RunRecord:
             return cls(**known)
         except TypeError as error:
             raise UsageError(f"the run record in topology.json is broken: {error}") from None
+
+
+def check_outdir_reusable(folder: Path) -> None:
+    """Refuse to start a run (a dry run included) in an outdir whose run may still own something.
+
+    Why: topology.json is what ``--resume`` and ``--destroy`` read; overwriting it loses the reservation
+    and the VMs of the run it described (they would run on, and nothing would know them). A dry run, a
+    destroyed run, or a run stopped before it reserved anything holds nothing: its outdir can be reused.
+    """
+    if not (folder / outdir.STATE_FILE).exists():
+        return
+    try:
+        previous = RunRecord.load(outdir.read_state(folder))
+    except UsageError:
+        return  # no run record: a file of the original's or a dry run from a file
+    if previous.may_own_resources:
+        raise UsageError(f"{folder} already holds run {previous.run_id} ({previous.status}): "
+                         f"vm5k --resume {folder} continues it, vm5k --destroy {folder} removes it, "
+                         "or choose another -o")

@@ -39,7 +39,16 @@ from vm5k.progress import Reporter
 from vm5k.remote import SshSettings
 from vm5k.remote.settings import PARALLEL_INSIDE_GRID5000, PARALLEL_VIA_GATEWAY
 from vm5k.request import Request
-from vm5k.runstate import DESTROYED, DONE, FAILED, INTERRUPTED, RUNNING, RunRecord, new_run_id
+from vm5k.runstate import (
+    DESTROYED,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    RunRecord,
+    check_outdir_reusable,
+    new_run_id,
+)
 from vm5k.topology import VM_OK, Host, Topology
 
 log = logging.getLogger(__name__)
@@ -114,16 +123,7 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
 
 def _new_run(request: Request, reporter: Reporter, loop: asyncio.Runner) -> RunContext:
     folder = outdir.make_outdir(request.outdir)
-    state = folder / outdir.STATE_FILE
-    if state.exists() and not request.dry_run:
-        try:
-            previous = RunRecord.load(outdir.read_state(folder))
-        except UsageError:
-            previous = None
-        if previous is not None and not previous.dry_run and previous.status != DESTROYED:
-            raise UsageError(f"{folder} already holds run {previous.run_id} ({previous.status}): "
-                             f"vm5k --resume {folder} continues it, vm5k --destroy {folder} removes it, "
-                             "or choose another -o")
+    check_outdir_reusable(folder)
     add_file_handler(folder, request.verbosity)
     name = choose_platform(request)
     record = RunRecord(run_id=new_run_id(), platform=name, start_dir=os.getcwd(), api=request.api,
@@ -215,16 +215,20 @@ def _execute(context: RunContext) -> int:
     except KeyboardInterrupt:
         record.status, record.message = INTERRUPTED, f"interrupted during {current}"
         _save(context, context.topology, quiet=True)
-        sys.stderr.write(f"vm5k: interrupted during the {current} step; the state is saved in "
-                         f"{context.outdir}\n"
-                         f"  continue it:   vm5k --resume {context.outdir}\n"
-                         f"  or remove all: vm5k --destroy {context.outdir}\n")
+        if record.planned:
+            sys.stderr.write(f"vm5k: interrupted during the {current} step; the state is saved in "
+                             f"{context.outdir}\n"
+                             f"  continue it:   vm5k --resume {context.outdir}\n"
+                             f"  or remove all: vm5k --destroy {context.outdir}\n")
+        else:
+            sys.stderr.write(f"vm5k: interrupted during the {current} step, before anything was reserved or "
+                             f"started: run the same command again (-o {context.outdir} can be reused)\n")
         return EXIT_INTERRUPTED
     except Vm5kError as error:
         record.status, record.message = FAILED, f"{current}: {error}"
         partial = getattr(error, "topology", None)
         _save(context, partial if isinstance(partial, Topology) else context.topology, quiet=True)
-        if not record.dry_run and current != "start":
+        if record.planned and not record.dry_run:
             log.error("the %s step failed; the state is saved in %s: fix the cause and vm5k --resume %s, or "
                       "vm5k --destroy %s", current, context.outdir, context.outdir, context.outdir)
         raise
