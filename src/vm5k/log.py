@@ -11,6 +11,7 @@ handlers they installed instead of stacking them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -78,13 +79,47 @@ def setup_logging(verbosity: int = 0, stream: TextIO | None = None) -> logging.L
     return logger
 
 
+class OutdirLogHandler(logging.FileHandler):
+    """``vm5k.log``, which must never stop a run nor print tracebacks when it cannot be written.
+
+    Why: the outdir may fill up (or vanish) in the middle of a run that holds a reservation and VMs; the
+    run must go on to save what it can and say how to resume. logging's default reaction to a failed
+    write is a multi-line traceback on stderr for every record (and an exception when the file is closed).
+    Here the first failure is reported once, in one line, and the file is given up: the console still
+    shows everything.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.failed: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failed is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if self.failed is not None:
+            return
+        self.failed = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        with contextlib.suppress(OSError, ValueError):  # stderr itself may be gone
+            sys.stderr.write(f"vm5k: warning: cannot write {self.baseFilename} ({self.failed}): the log goes "
+                             "on on the console only\n")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the last buffered lines could not be written either (already reported)
+            self.stream = None  # type: ignore[assignment]
+
+
 def add_file_handler(outdir: str | os.PathLike[str], verbosity: int = 0,
                      name: str = "vm5k.log") -> Path:
     """Log into ``<outdir>/vm5k.log`` (appending, so a resumed run continues the same log)."""
     path = Path(outdir) / name
     logger = logging.getLogger(LOGGER_NAME)
     _remove(logger, "file")
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = OutdirLogHandler(path)
     handler.setFormatter(logging.Formatter(FILE_FORMAT))
     handler.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
     setattr(handler, _MARK, "file")
