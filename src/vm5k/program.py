@@ -24,9 +24,11 @@ streamed to the console and logged in vm5k.log, line by line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +37,7 @@ from vm5k.errors import UsageError
 
 log = logging.getLogger(__name__)
 
+STOP_GRACE = 10.0  # seconds the program has to end after SIGTERM when vm5k is interrupted
 ENVIRONMENT_FILES = {
     "VM5K_HOSTS_LIST": "hosts.list",
     "VM5K_VMS_LIST": "vms.list",
@@ -83,16 +86,34 @@ def run_program(program: str, *, outdir: Path, run_id: str, key_path: Path,
     log.info("running the program: %s (in %s)", shlex.join(command), outdir)
     output = logging.getLogger("vm5k.program.output")
     try:
+        # its own process group: when vm5k is stopped, the program and whatever it started stop with it
         process = subprocess.Popen(command, cwd=outdir, env=program_environment(outdir, run_id, key_path),
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, errors="replace", bufsize=1)
+                                   text=True, errors="replace", bufsize=1, process_group=0)
     except OSError as error:
         log.error("the program could not start: %s", error)
         return 127
     assert process.stdout is not None
-    with process.stdout:
-        for line in process.stdout:
-            output.info("%s", line.rstrip("\n"))
-    status = process.wait()
+    try:
+        with process.stdout:
+            for line in process.stdout:
+                output.info("%s", line.rstrip("\n"))
+        status = process.wait()
+    except BaseException:  # Ctrl-C, SIGTERM (forwarded as Ctrl-C), a failing log: never leave it running
+        stop_program(process)
+        raise
     (log.info if status == 0 else log.warning)("the program exited with status %d", status)
     return status
+
+
+def stop_program(process: subprocess.Popen[str], grace: float = STOP_GRACE) -> None:
+    """End the program's process group: SIGTERM, then SIGKILL after `grace` seconds; wait for it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        log.warning("the program was stopped (status %s)", process.returncode)
+        return
