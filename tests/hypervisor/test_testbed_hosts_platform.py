@@ -1,5 +1,7 @@
 """The ``hosts`` platform on the testbed's nodes: SSH hosts given by name, a VM network described by hand.
 
+Disks go everywhere (``-l all``), as for migrations.
+
 The VMs take addresses from a /22 of the site's VM range that no job reserved, so the site's DHCP stays
 silent and vm5k's own dnsmasq serves them (static leases, itself as DNS server), as in KaVLAN mode. A host
 that does not exist is reported KO at planning and gets no VM; the others deploy.
@@ -58,7 +60,7 @@ def test_hosts_platform_with_vm5k_dhcp(lab_testbed: LabTestbed, tmp_path: Path) 
 
     key, public = make_key(tmp_path)
     settings = RunSettings(run_id="hvhosts", public_key=public, private_key=str(key), boot_timeout=240,
-                           network=vm_network(topo))
+                           network=vm_network(topo), disk_location="all")
     assert settings.network.mode == "kavlan"
     run = Deployment(lab_testbed, tmp_path, settings)
     try:
@@ -74,6 +76,9 @@ def test_hosts_platform_with_vm5k_dhcp(lab_testbed: LabTestbed, tmp_path: Path) 
             assert topo.vm("vm-1").ip in inside.stdout.split("Name:")[-1]
         for node in nodes:
             assert lab_testbed.ssh(node, ["getent", "hosts", "vm-2"]).stdout.split()[0] == topo.vm("vm-2").ip
+            # -l all: every VM's disk and seed on every host (migrations need them), domains only at home
+            files = lab_testbed.ssh(node, ["ls", settings.layout.disks_dir, settings.layout.seeds_dir]).stdout
+            assert all(f"{vm.id}.qcow2" in files and f"{vm.id}.iso" in files for vm in topo.vms())
         leases = lab_testbed.ssh(meta(topo)["service_node"],
                                  ["cat", f"{settings.layout.dnsmasq_dir}/leases"]).stdout
         assert all(vm.mac.lower() in leases for vm in topo.vms() if vm.mac)
