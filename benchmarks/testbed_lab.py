@@ -5,8 +5,11 @@ VMs on one node; memory per node and per VM.
 
 Needs root (it brings testbeds up and down in its own state folders, /var/lib/vm5k-testbed/bench-*,
 and always brings them down). Times are wall-clock on this machine and depend on its load: the load
-average is printed with the figures. Boot-to-SSH runs from `virsh create` of all the VMs at once until
-each answers `ssh true` through its node; the guest's own uptime when sshd started is shown beside it.
+average is printed with the figures. Boot-to-SSH is given three ways: the guest's own uptime when sshd
+started (/run/vm5k/sshd-started: the boot itself), the QEMU CPU time spent until SSH answered (what a
+boot costs, whatever else the machine does), and the wall time from the first `virsh create` (each VM's
+disk, seed and domain made over SSH, one after the other) until each VM answers `ssh true` through its
+node (polled every half second over SSH: it includes the harness's own round trips, 2-3 s).
 Memory: a node's cgroup usage (its daemons, its tmpfs, the page cache it touched) and the proportional
 set size (PSS) of its processes; a VM's QEMU PSS and RSS, and the node's cgroup growth per VM.
 """

@@ -24,13 +24,15 @@ from pathlib import Path
 
 from ..layout import CACHE_DIR
 from ..procs import run
-from .tiny import ROOT_LABEL, guest_file
+from .kernel import Kernel
+from .tiny import ROOT_LABEL, guest_file, install_late_modules
 
 CMDLINE = f"console=ttyS0 root=LABEL={ROOT_LABEL} rw panic=-1 quiet"
 ROOT_SIZE = "2G"
 SUITE = "bookworm"
-INCLUDE = ("systemd-sysv", "udev", "dbus", "openssh-server", "iproute2", "netbase", "systemd-resolved",
-           "iputils-ping", "less", "procps")
+# kmod (insmod): the seed's and the late modules are loaded by the guest itself (minbase lacks it).
+INCLUDE = ("systemd-sysv", "udev", "dbus", "kmod", "openssh-server", "iproute2", "netbase",
+           "systemd-resolved", "iputils-ping", "less", "procps")
 GUEST_FILES = ("seed-lib.sh", "seed-parse.sh", "debian-seed-early.sh", "debian-seed-late.sh")
 
 SEED_UNIT = """[Unit]
@@ -93,7 +95,7 @@ def mirror() -> str:
 
 
 def fingerprint(tiny_key: str) -> str:
-    digest = hashlib.sha256(f"debian/1\n{tiny_key}\n{' '.join(INCLUDE)}\n".encode())
+    digest = hashlib.sha256(f"debian/2\n{tiny_key}\n{' '.join(INCLUDE)}\n".encode())
     for text in (SEED_UNIT, READY_UNIT, NETWORK, SSHD):
         digest.update(text.encode())
     for name in GUEST_FILES:
@@ -108,8 +110,9 @@ def _write(root: Path, relative: str, text: str | bytes, mode: int = 0o644) -> N
     path.chmod(mode)
 
 
-def customise(root: Path) -> None:
+def customise(root: Path, kernel: Kernel) -> None:
     """Seed units, DHCP on every Ethernet, no host keys nor machine id of the builder, quiet timers."""
+    install_late_modules(root, kernel)
     _write(root, "usr/lib/vm5k/seed-lib.sh", guest_file("seed-lib.sh"))
     _write(root, "usr/lib/vm5k/seed-parse", guest_file("seed-parse.sh"), 0o755)
     _write(root, "usr/lib/vm5k/seed-early", guest_file("debian-seed-early.sh"), 0o755)
@@ -141,7 +144,7 @@ def customise(root: Path) -> None:
     (root / "var" / "lib" / "apt" / "lists" / "partial").mkdir(parents=True, exist_ok=True)
 
 
-def build_disk(work: Path, progress: Callable[[str], None]) -> None:
+def build_disk(work: Path, kernel: Kernel, progress: Callable[[str], None]) -> None:
     """debootstrap (packages cached), customise, ext4 from the tree, qcow2: `work/disk.qcow2`."""
     tree = work / "tree"
     cache = CACHE_DIR / "debootstrap"
@@ -149,7 +152,7 @@ def build_disk(work: Path, progress: Callable[[str], None]) -> None:
     progress(f"debootstrap {SUITE} minbase from {mirror()} (about a minute)")
     run(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}", f"--cache-dir={cache}",
          SUITE, str(tree), mirror()], timeout=1800)
-    customise(tree)
+    customise(tree, kernel)
     raw = work / "disk.raw"
     run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-b", "4096", "-m", "0", "-E", "root_owner=0:0",
          "-d", str(tree), str(raw), ROOT_SIZE], timeout=900)

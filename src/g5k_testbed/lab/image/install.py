@@ -90,13 +90,13 @@ def build(flavour: str = "tiny", force: bool = False, refresh: bool = True,
         if flavour == "tiny":
             tree = work / "tree"
             tree.mkdir()
-            tiny.build_tree(tree, extra)
+            tiny.build_tree(tree, extra, bundle)
             tiny.build_disk(tree, work / "disk.qcow2")
             shutil.rmtree(tree)
             cmdline = tiny.CMDLINE
         else:
             from . import debian
-            debian.build_disk(work, progress)
+            debian.build_disk(work, bundle, progress)
             cmdline = debian.CMDLINE
         boot = {"format": BOOT_FORMAT, "kernel": bundle.vmlinux.name, "initrd": initrd, "cmdline": cmdline,
                 "flavour": flavour, "build": key, "kernel_version": bundle.version}

@@ -90,10 +90,24 @@ def build_initrd(kernel: Kernel, out: Path) -> None:
     entries.append(cpio.char_device("dev/console", 5, 1))
     entries.append(cpio.file("init", guest_file("initrd-init.sh"), 0o755))
     entries.append(cpio.file("bin/busybox", busybox().read_bytes(), 0o755))
-    for name in kernel.load_order():
+    for name in kernel.load_order("initrd"):
         entries.append(cpio.file(f"lib/modules/{name}", (kernel.modules / name).read_bytes()))
-    entries.append(cpio.file("lib/modules/load-order", (kernel.modules / "load-order").read_bytes()))
+    entries.append(cpio.file("lib/modules/load-order", (kernel.modules / "initrd.order").read_bytes()))
     cpio.write_gzip(entries, out)
+
+
+def install_late_modules(root: Path, kernel: Kernel) -> None:
+    """The modules the root's boot loads itself (the seed's filesystem at once, the others later).
+
+    They live in /lib/modules/vm5k/ with `seed.order` and `late.order`; the kernel that boots the image
+    is the one of the same build (the sidecar names it), so they always match.
+    """
+    folder = root / "lib" / "modules" / "vm5k"
+    folder.mkdir(parents=True, exist_ok=True)
+    for group in ("seed", "late"):
+        for name in kernel.load_order(group):
+            shutil.copyfile(kernel.modules / name, folder / name)
+        shutil.copyfile(kernel.modules / f"{group}.order", folder / f"{group}.order")
 
 
 def _write(root: Path, relative: str, data: bytes | str, mode: int = 0o644) -> None:
@@ -103,7 +117,7 @@ def _write(root: Path, relative: str, data: bytes | str, mode: int = 0o644) -> N
     path.chmod(mode)
 
 
-def build_tree(root: Path, debs: list[Path]) -> None:
+def build_tree(root: Path, debs: list[Path], kernel: Kernel) -> None:
     """The tiny root filesystem in folder `root`."""
     for folder, mode in (("bin", 0o755), ("sbin", 0o755), ("usr/bin", 0o755), ("usr/sbin", 0o755),
                          ("usr/lib/vm5k", 0o755), ("etc/dropbear", 0o700), ("root/.ssh", 0o700),
@@ -137,6 +151,7 @@ def build_tree(root: Path, debs: list[Path]) -> None:
             real = library.resolve()
             folder = "lib64" if "ld-linux" in library.name else "lib/x86_64-linux-gnu"
             _write(root, f"{folder}/{library.name}", real.read_bytes(), 0o755)
+    install_late_modules(root, kernel)
     _write(root, "usr/lib/vm5k/boot", guest_file("tiny-boot.sh"), 0o755)
     _write(root, "usr/lib/vm5k/seed-lib.sh", guest_file("seed-lib.sh"))
     _write(root, "usr/lib/vm5k/seed-parse", guest_file("seed-parse.sh"), 0o755)
@@ -172,7 +187,7 @@ def build_disk(tree: Path, out: Path) -> None:
 def fingerprint(kernel_deb: str, debs: list[Path]) -> str:
     """What the tiny image is made of: a new value means a new build."""
     digest = hashlib.sha256()
-    digest.update(b"tiny/1\n" + kernel_deb.encode() + b"\n")
+    digest.update(b"tiny/2\n" + kernel_deb.encode() + b"\n")
     for name in GUEST_FILES:
         digest.update(name.encode() + hashlib.sha256(guest_file(name)).digest())
     digest.update(hashlib.sha256(busybox().read_bytes()).digest())

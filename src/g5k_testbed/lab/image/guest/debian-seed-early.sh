@@ -4,6 +4,7 @@
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 . /usr/lib/vm5k/seed-lib.sh
 seed_log "boot started uptime=$(uptime_seconds)"
+load_modules late # a debian boot takes tens of seconds anyway; logind handles the power button
 seed_early
 if [ -s "$VM5K_RUN/resolv.conf.seed" ]; then
 	mkdir -p /etc/systemd/resolved.conf.d

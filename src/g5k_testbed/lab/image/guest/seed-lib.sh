@@ -20,6 +20,20 @@ uptime_seconds() {
 	cut -d' ' -f1 /proc/uptime
 }
 
+# Load a group of kernel modules the initrd left to the root (/lib/modules/vm5k/<group>.order), once.
+load_modules() {
+	[ -f "/lib/modules/vm5k/$1.order" ] || return 0
+	[ -e "$VM5K_RUN/modules-$1" ] && return 0
+	command -v insmod > /dev/null || {
+		seed_log "no insmod: the $1 modules cannot be loaded"
+		return 1
+	}
+	mkdir -p "$VM5K_RUN" && : > "$VM5K_RUN/modules-$1"
+	while read -r _module; do
+		insmod "/lib/modules/vm5k/$_module" 2> /dev/null
+	done < "/lib/modules/vm5k/$1.order"
+}
+
 # The raw (still escaped) value of PATH in a flattened file; fails when absent.
 seed_raw() {
 	awk -F '\t' -v key="$2" 'BEGIN { found = 1 } $1 == key { print substr($0, length(key) + 2); found = 0; exit } END { exit found }' "$1"
@@ -57,9 +71,13 @@ seed_load() {
 	mkdir -p "$SEED_DIR/mnt" "$VM5K_STATE"
 	: > "$SEED_DIR/meta.vars"
 	: > "$SEED_DIR/user.vars"
+	load_modules seed
 	_tries=0
 	_dev=$(seed_find_device)
-	while [ -z "$_dev" ] && [ $_tries -lt 10 ]; do
+	if [ -z "$_dev" ]; then
+		load_modules late # the seed may be on a SATA CD-ROM, which appears a moment after its driver
+	fi
+	while [ -z "$_dev" ] && [ $_tries -lt 30 ]; do
 		sleep 0.2
 		_tries=$((_tries + 1))
 		_dev=$(seed_find_device)
@@ -68,7 +86,7 @@ seed_load() {
 		seed_log "no cidata seed found"
 		return 1
 	fi
-	mount -o ro "$_dev" "$SEED_DIR/mnt" 2> /dev/null || mount -t iso9660 -o ro "$_dev" "$SEED_DIR/mnt" ||
+	mount -o ro "$_dev" "$SEED_DIR/mnt" 2> /dev/null || { load_modules late && mount -o ro "$_dev" "$SEED_DIR/mnt"; } ||
 		mount -t vfat -o ro "$_dev" "$SEED_DIR/mnt" || {
 		seed_log "cannot mount the seed $_dev"
 		return 1

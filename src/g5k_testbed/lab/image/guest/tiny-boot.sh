@@ -16,6 +16,7 @@ ip link set lo up
 . /usr/lib/vm5k/seed-lib.sh
 seed_log "boot started uptime=$(uptime_seconds)"
 seed_early
+acpid -c /etc/acpi # the power button's module came with the seed's: `virsh shutdown` works from now on
 
 # DHCP starts now and runs while the host keys are generated (both take a while under TCG).
 ip link set eth0 up
@@ -42,5 +43,7 @@ started=$(uptime_seconds)
 echo "$started" > /run/vm5k/sshd-started
 seed_log "sshd up uptime=$started ip=${ip:-none} hostname=$SEED_HOSTNAME"
 
-acpid -c /etc/acpi 2> /dev/null
-seed_late > /var/log/vm5k-late.log 2>&1 &
+{
+	load_modules late
+	seed_late
+} > /var/log/vm5k-late.log 2>&1 &
