@@ -26,6 +26,7 @@ APT_PACKAGES=(
     dnsmasq-base openssh-server openssh-client iproute2 iputils-ping netcat-openbsd
     genisoimage debootstrap busybox-static e2fsprogs cpio kmod xz-utils zstd
     procps psmisc util-linux libxml2-utils
+    systemd
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
