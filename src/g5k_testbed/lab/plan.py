@@ -33,8 +33,10 @@ class SiteRequest:
 def parse_site_spec(spec: str | None, nodes: int | None) -> list[SiteRequest]:
     """`rennes:3,nancy:2` (or `rennes`, `rennes:paradoxe:2`) and `--nodes N` into per-site requests.
 
-    >>> [(r.site, r.cluster, r.count) for r in parse_site_spec("rennes:3,nancy:gros", 2)]
+    >>> [(r.site, r.cluster, r.count) for r in parse_site_spec("rennes:3,nancy:gros:2", None)]
     [('rennes', None, 3), ('nancy', 'gros', 2)]
+    >>> [(r.site, r.count) for r in parse_site_spec("rennes,nancy", 2)]
+    [('rennes', 2), ('nancy', 2)]
     """
     if nodes is not None and not 1 <= nodes <= MAX_NODES:
         raise UsageError(f"--nodes {nodes}: give a number of nodes between 1 and {MAX_NODES}")
