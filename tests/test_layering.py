@@ -44,10 +44,17 @@ def test_vm5k_and_testbed_never_import_each_other(package: str, forbidden: str) 
     assert offenders == []
 
 
-def test_pure_core_does_no_io() -> None:
-    for name in PURE_CORE:
-        path = SRC / "vm5k" / f"{name}.py"
-        if not path.exists():
-            continue
+def pure_core_files(name: str) -> list[Path]:
+    """The files of a pure-core module: ``vm5k/<name>.py``, or every file of the package ``vm5k/<name>/``."""
+    module = SRC / "vm5k" / f"{name}.py"
+    return [module] if module.exists() else sorted((SRC / "vm5k" / name).rglob("*.py"))
+
+
+@pytest.mark.parametrize("name", PURE_CORE)
+def test_pure_core_does_no_io(name: str) -> None:
+    files = pure_core_files(name)
+    assert files, f"vm5k.{name} is missing"
+    for path in files:
         roots = {module.split(".")[0] for module in imported_modules(path)}
-        assert roots & IO_MODULES == set(), f"vm5k/{name}.py imports I/O modules {roots & IO_MODULES}"
+        io = roots & IO_MODULES
+        assert io == set(), f"{path.relative_to(SRC)} imports I/O modules {io}"
