@@ -169,7 +169,13 @@ def _stored_run(folder: Path, reporter: Reporter, loop: asyncio.Runner, verbosit
 
 @contextmanager
 def _sigterm_as_sigint() -> Iterator[None]:
-    """SIGTERM stops a run the way Ctrl-C does (state saved, message printed), instead of killing it."""
+    """SIGTERM stops a run the way Ctrl-C does (state saved, message printed), instead of killing it.
+
+    Both end up as SIGINT, which the event loop turns into a clean cancellation of the running step (and
+    plain Python into KeyboardInterrupt elsewhere). A vm5k started with SIGINT ignored (the background job
+    of a script, which is what batch systems stop with SIGTERM) gets Ctrl-C's handling back for the run:
+    a stop, whatever its signal, must save the state and say how to go on.
+    """
     def forward(signum: int, frame: Any) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
@@ -178,10 +184,15 @@ def _sigterm_as_sigint() -> Iterator[None]:
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int in (signal.SIG_IGN, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int in (signal.SIG_IGN, None):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _steps_to_run(context: RunContext) -> list[Any]:
