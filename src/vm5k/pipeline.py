@@ -23,7 +23,7 @@ from typing import Any
 
 from vm5k import outdir, render
 from vm5k.addresses import AddressPool, assign
-from vm5k.errors import DeploymentError
+from vm5k.errors import DeploymentError, Vm5kError
 from vm5k.hypervisor import RunSettings, VmNetwork, deploy_vms, setup_hosts, setup_service
 from vm5k.keys import PRIVATE_KEY
 from vm5k.placement import Limits, place_unplaced
@@ -65,12 +65,21 @@ class RunContext:
     # -- state ---------------------------------------------------------------------------------------
 
     def save(self, topology: Topology) -> Topology:
-        """Record `topology` as the run's truth: topology.json first, then the lists derived from it."""
+        """Record `topology` as the run's truth: topology.json first, then the lists derived from it.
+
+        Every file is replaced atomically, so a full disk or a vanished outdir leaves the last good state
+        in place; it stops the run with a `Vm5kError` that says so (also when the platform saves from
+        inside a step through its checkpoint callback).
+        """
         self.record.save(topology)
         self.topology = topology
-        outdir.write_state(self.outdir, topology)
-        outdir.write_outputs(self.outdir, topology, ssh=self.ssh_config_settings(),
-                             names=[name for name in outdir.OUTPUTS if name not in SAVED_APART])
+        try:
+            outdir.write_state(self.outdir, topology)
+            outdir.write_outputs(self.outdir, topology, ssh=self.ssh_config_settings(),
+                                 names=[name for name in outdir.OUTPUTS if name not in SAVED_APART])
+        except OSError as error:
+            raise Vm5kError(f"cannot write the run's state in {self.outdir}: {error.strerror or error} (the "
+                            "last state saved is kept: free space, then vm5k --resume)") from None
         return topology
 
     def ssh_config_settings(self) -> render.SshSettings:

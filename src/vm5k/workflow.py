@@ -248,15 +248,14 @@ def _execute(context: RunContext) -> int:
 
 
 def _save(context: RunContext, topology: Topology, *, quiet: bool = False) -> None:
-    """Save, turning a full disk or a vanished outdir into a clear error (the last good state stays)."""
+    """Save the state; with `quiet` (on the way out after a failure), a save that fails is only logged:
+    the error that stopped the run is the one to report."""
     try:
         context.save(topology)
-    except OSError as error:
-        message = f"cannot write the run's state in {context.outdir}: {error.strerror or error}"
-        if quiet:
-            log.error("%s", message)
-            return
-        raise Vm5kError(message + " (the last state saved is kept: free space, then vm5k --resume)") from None
+    except Vm5kError as error:
+        if not quiet:
+            raise
+        log.error("%s", error)
 
 
 def _finish(context: RunContext) -> int:
