@@ -8,6 +8,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 export VM5K_EXECO_PYTHON="$ROOT/.venv-execo/bin/python"  # execo's contract test against the testbed
 echo "test: ruff" >&2
-.venv/bin/ruff check .
+.venv/bin/ruff check --no-cache .
 echo "test: pytest" >&2
 exec .venv/bin/python -m pytest "$@"

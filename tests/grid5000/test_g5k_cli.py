@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from g5k_helpers import jobs_on
+from grid5000 import Grid5000
 
 from g5k_testbed.http_server import ServerHandle
-from grid5000 import Grid5000
 from vm5k.cli import main
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vm5k.workflow") is None,

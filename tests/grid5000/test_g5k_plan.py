@@ -6,9 +6,9 @@ import re
 
 import pytest
 from g5k_helpers import T0, jobs_on, request_for
+from grid5000 import Grid5000
 
 from g5k_testbed.http_server import ServerHandle
-from grid5000 import Grid5000
 from vm5k.cli import parse_request
 from vm5k.errors import EXIT_USAGE, UsageError
 from vm5k.planning import SECURITY_MARGIN

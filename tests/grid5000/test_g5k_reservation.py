@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 from g5k_helpers import T0, jobs_on, make_platform, request_for
+from grid5000 import Grid5000
 
 from g5k_testbed.http_server import ServerHandle
-from grid5000 import Grid5000
 from vm5k.addresses import AddressPool, grid5000_mac, same_mac
 from vm5k.errors import PlatformError, UsageError
 from vm5k.planning import SECURITY_MARGIN
