@@ -28,7 +28,6 @@ from vm5k.hypervisor import RunSettings, VmNetwork, deploy_vms, setup_hosts, set
 from vm5k.keys import PRIVATE_KEY
 from vm5k.placement import Limits, place_unplaced
 from vm5k.platforms import Platform
-from vm5k.plot import plot_topology
 from vm5k.program import run_program
 from vm5k.progress import Reporter
 from vm5k.remote import SshRunner, SshSettings
@@ -203,6 +202,8 @@ def vms_step(ctx: RunContext) -> Topology:
     topo = ctx.run_async(lambda ssh: deploy_vms(topo, ssh, settings, ctx.reporter.hypervisor))
     outdir.write_atomic(ctx.outdir / outdir.FINAL_XML, topo.to_xml())
     if ctx.record.plot:
+        from vm5k.plot import plot_topology  # networkx and matplotlib: only when a plot is asked for
+
         for path in plot_topology(topo, ctx.outdir):
             log.info("plot written to %s", path)
     return topo
