@@ -27,7 +27,7 @@ from typing import Any
 
 from vm5k import outdir
 from vm5k.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UsageError, Vm5kError
-from vm5k.hypervisor import RunSettings, destroy_run, ko_vms
+from vm5k.hypervisor import RunSettings, destroy_leftovers, destroy_run, ko_vms
 from vm5k.keys import ensure_run_key
 from vm5k.log import add_file_handler
 from vm5k.pipeline import KNOWN_HOSTS, STEPS, RunContext, identity_files
@@ -328,10 +328,20 @@ def destroy(request: Request) -> int:
             else:
                 with reporter.step("reservation", "end the reservation"):
                     topology = context.platform.destroy(topology)
-            context.record.status = DESTROYED
+            left = destroy_leftovers(topology)
+            if left:  # the record must not claim a clean state: a second --destroy finishes the job
+                context.record.status = FAILED
+                context.record.message = f"destroy incomplete on {', '.join(sorted(left))}"
+            else:
+                context.record.status, context.record.message = DESTROYED, None
             context.save(topology)
         finally:
             context.close()
+    if left:
+        log.error("run %s is not fully destroyed: %s could not be cleaned (%s); vm5k --destroy %s again once "
+                  "they answer", context.record.run_id, ", ".join(sorted(left)), "; ".join(left.values()),
+                  request.outdir)
+        return EXIT_FAILURE
     log.info("run %s destroyed", context.record.run_id)
     return EXIT_OK
 

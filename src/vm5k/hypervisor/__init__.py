@@ -29,7 +29,7 @@ packages, disk location...), ``ssh`` an `vm5k.remote.SshRunner`, ``progress`` a 
 ...     return topo, ko_vms(topo)
 """
 
-from vm5k.hypervisor.destroy_step import destroy_run
+from vm5k.hypervisor.destroy_step import destroy_leftovers, destroy_run
 from vm5k.hypervisor.hosts_step import setup_hosts
 from vm5k.hypervisor.layout import HostLayout
 from vm5k.hypervisor.service_step import setup_service
@@ -43,6 +43,7 @@ __all__ = [
     "RunSettings",
     "VmNetwork",
     "deploy_vms",
+    "destroy_leftovers",
     "destroy_run",
     "ko_vms",
     "setup_hosts",

@@ -62,3 +62,8 @@ async def destroy_run(topo: Topology, runner: Runner, settings: RunSettings,
         state.pop("dns_server", None)
     progress("destroy", 3, 3, f"{len(gone)} of {len(hosts)} hosts clean")
     return topo
+
+
+def destroy_leftovers(topo: Topology) -> dict[str, str]:
+    """Host → what the last `destroy_run` could not remove there (empty when every host is clean)."""
+    return dict(meta(topo).get("destroy_failed") or {})
