@@ -72,3 +72,25 @@ def test_distribute_copies_once_then_finds_the_cache(tmp_path: Path) -> None:
     cached.write_bytes(b"truncated")  # a damaged copy is sent again, through the frontend this time
     third = asyncio.run(go("chain"))
     assert third.sent == {"image.qcow2": ["h1"]} and cached.read_bytes() == source.read_bytes()
+
+
+def test_the_same_bytes_under_two_names_are_both_cached(tmp_path: Path) -> None:
+    """Two backing files with one content (a copy of the default image under another name) are two cache
+    entries: the VMs of each find theirs (one of them used to be missing, and its VMs KO)."""
+    content = b"QFI\xfb" + b"same" * 1024
+    first, second = tmp_path / "a" / "debian.qcow2", tmp_path / "b" / "mine.qcow2"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    layout = HostLayout("r1", str(tmp_path / "vm5k"))
+    disks = [load_image(str(first)).disk, load_image(str(second)).disk]
+
+    async def go(transfer: str):
+        async with LocalRunner() as local:
+            return await distribute(local, ["h1"], disks, layout, transfer=transfer)
+
+    report = asyncio.run(go("chain"))
+    assert not report.failed and report.sent == {"debian.qcow2": ["h1"], "mine.qcow2": ["h1"]}
+    assert [Path(disk.remote(layout)).read_bytes() for disk in disks] == [content, content]
+    again = asyncio.run(go("auto"))
+    assert again.had == {"debian.qcow2": ["h1"], "mine.qcow2": ["h1"]} and not again.sent

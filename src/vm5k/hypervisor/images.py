@@ -52,17 +52,18 @@ log = logging.getLogger(__name__)
 QCOW2_MAGIC = b"QFI\xfb"
 _CMDLINE = re.compile(r"[\x20-\x7e]{0,2048}")
 
-#: Per file, 4 arguments: cached path, sha256, size, source path. Prints "have <sha>" for a verified copy
-#: (marker present, size right) and "shared <sha>" when the source is visible here with the same size.
+#: Per file, 4 arguments: cached path, sha256, size, source path. Prints "have <cached path>" for a verified
+#: copy (marker present, size right) and "shared <cached path>" when the source is visible here with the
+#: same size. By path, not by digest: two files with the same content and different names are two entries.
 CHECK_SCRIPT = r"""
 while [ $# -ge 4 ]; do
     path=$1 sum=$2 size=$3 src=$4
     shift 4
     if [ -f "$path" ] && [ "$(cat "$path.sha256" 2>/dev/null)" = "$sum" ] \
             && [ "$(stat -c %s "$path")" = "$size" ]; then
-        echo "have $sum"
+        echo "have $path"
     elif [ -f "$src" ] && [ -r "$src" ] && [ "$(stat -c %s "$src")" = "$size" ]; then
-        echo "shared $sum"
+        echo "shared $path"
     fi
 done
 """
@@ -227,12 +228,12 @@ def check_command(files: Iterable[LocalFile], layout: HostLayout) -> list[str]:
 
 
 def parse_check(stdout: str) -> tuple[set[str], set[str]]:
-    """(digests held, digests visible at the source path) from `CHECK_SCRIPT`'s output."""
+    """(cached paths held, cached paths whose source is visible) from `CHECK_SCRIPT`'s output."""
     have: set[str] = set()
     shared: set[str] = set()
     for line in stdout.splitlines():
-        word, _, digest = line.partition(" ")
-        (have if word == "have" else shared if word == "shared" else set()).add(digest.strip())
+        word, _, path = line.partition(" ")
+        (have if word == "have" else shared if word == "shared" else set()).add(path.strip())
     return have, shared
 
 
@@ -246,7 +247,7 @@ async def distribute(runner: Runner, hosts: Iterable[str], files: Iterable[Local
     loop = asyncio.get_running_loop()
     started = loop.time()
     host_list = list(hosts)
-    unique = {item.sha256: item for item in files}
+    unique = {item.remote(layout): item for item in files}  # same bytes under another name: another file
     report = DistributionReport()
     if not host_list or not unique:
         return report
@@ -256,10 +257,11 @@ async def distribute(runner: Runner, hosts: Iterable[str], files: Iterable[Local
     status = {result.host: parse_check(result.stdout) for result in checks.ok}
 
     async def one(item: LocalFile) -> None:
-        have = [h for h, (held, _) in status.items() if item.sha256 in held]
+        cached = item.remote(layout)
+        have = [h for h, (held, _) in status.items() if cached in held]
         missing = [h for h in status if h not in have]
         report.had[item.name] = have
-        shared = [h for h in missing if transfer == "auto" and item.sha256 in status[h][1]]
+        shared = [h for h in missing if transfer == "auto" and cached in status[h][1]]
         chain = [h for h in missing if h not in shared]
         if shared:
             command = ["sh", "-c", SHARED_COPY_SCRIPT, "vm5k-shared-copy", str(item.path.resolve()),
