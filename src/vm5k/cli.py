@@ -180,6 +180,9 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
                           + ", ".join(DISTRIBUTIONS))
     vms.add_argument("--vm-clean-disks", "--vm_clean_disks", dest="vm_clean_disks", action="store_true",
                      default=None, help="force to use a fresh copy of the vms backing_file")
+    vms.add_argument("--boot-timeout", "--boot_timeout", dest="boot_timeout", metavar="SECONDS",
+                     help="seconds a VM has to answer SSH before it is created\n"
+                          "again (once), then reported KO (default 300)")
     vms.add_argument("--seed", metavar="N",
                      help="seed of the random distribution\n"
                           "(default: drawn and logged)")

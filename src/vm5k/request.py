@@ -273,6 +273,7 @@ class Request:
     hosts: tuple[str, ...] = ()
     vm_network: dict[str, str] | None = None  # --vm-network (the hosts platform's VM network)
     queue: str = "default"
+    boot_timeout: int | None = None  # --boot-timeout: seconds a VM has to answer SSH (None: default)
     keep_job: bool = False
     verbosity: int = 0  # -1 quiet, 0 normal, 1 verbose
 
@@ -288,7 +289,7 @@ _DEPLOYMENT_OPTIONS = ("n_vm", "infile", "job_id", "walltime", "kavlan", "resour
                        "env_name", "env_file", "forcedeploy", "nodeploy", "host_packages", "packages_upgrade",
                        "vm_template", "vm_backing_file", "vm_disk_location", "vm_distribution",
                        "vm_clean_disks", "program", "plot", "hosts", "vm_network", "queue", "seed",
-                       "cpu_overcommit", "host_reserve", "dry_run", "platform")
+                       "cpu_overcommit", "host_reserve", "dry_run", "platform", "boot_timeout")
 
 
 def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None = None,
@@ -420,6 +421,8 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
     queue = validate_id(get("queue"), "--queue") if get("queue") is not None else "default"
     program = printable(get("program"), "-p") if get("program") is not None else None
     packages = parse_packages(get("host_packages")) if get("host_packages") is not None else ()
+    boot_timeout = (parse_int(get("boot_timeout"), "--boot-timeout (seconds)", minimum=10, maximum=86400)
+                    if get("boot_timeout") is not None else None)
 
     request = Request(
         outdir=outdir, action="deploy", dry_run=bool(get("dry_run")), topology=topology, infile=infile,
@@ -429,7 +432,7 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
         host_packages=packages, packages_upgrade=bool(get("packages_upgrade")), vm_backing_file=backing,
         vm_disk_location=disk_location, vm_clean_disks=bool(get("vm_clean_disks")), program=program,
         plot=bool(get("plot")), api=api, ssh_config=ssh_config, platform=platform, hosts=hosts,
-        vm_network=vm_network, queue=queue,
+        vm_network=vm_network, queue=queue, boot_timeout=boot_timeout,
         keep_job=False, verbosity=verbosity,
     )
     return request, warnings

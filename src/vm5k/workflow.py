@@ -114,7 +114,9 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
             host_packages=tuple(options.host_packages) if options else (),
             packages_upgrade=bool(options and options.packages_upgrade),
             disk_location=options.vm_disk_location if options else "one",
-            clean_disks=bool(options and options.vm_clean_disks)).to_dict()
+            clean_disks=bool(options and options.vm_clean_disks),
+            **({"boot_timeout": float(options.boot_timeout)} if options and options.boot_timeout else {}),
+        ).to_dict()
     if request is not None:
         context.limits, context.distribution = request.limits, request.distribution
         context.seed = request.seed
