@@ -6,7 +6,8 @@ client as "Grid'5000" has nothing extra unless asked for:
 * `GET /_testbed/clock` → `{"now", "offset", "frozen", "paris"}`;
   `POST /_testbed/clock` with `{"advance": seconds}`, `{"set": epoch}`, `{"freeze": true|false}`;
 * `GET /_testbed/faults`, `PUT`/`PATCH /_testbed/faults` with any keys of `FaultConfig`;
-* `GET /_testbed/state` → served sites, clock, counts of jobs and deployments.
+* `GET /_testbed/state` → served sites, clock, counts of jobs and deployments, faults injected so far
+  (``errors``, ``lost_replies``, ``slow``: what a client went through).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def state(tb: Testbed, req: Request) -> Reply:
             "clock": _clock(tb),
             "jobs": jobs,
             "deployments": {s: len(d) for s, d in tb.deployments.items()},
+            "faults_injected": dict(tb.faults.injected),
             "state_dir": tb.config.state_dir,
         }
     )

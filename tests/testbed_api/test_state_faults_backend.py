@@ -117,6 +117,8 @@ def test_lost_reply_on_post_still_creates_the_job(server: ServerHandle) -> None:
     requests.patch(f"{server.base_url}/_testbed/faults", json={"lost_reply_rate": 0.0})
     found = gk.sites["nancy"].jobs.list(name="lost-one", state="waiting,launching,running")
     assert len(found) == 1  # executed although the client saw an error: look it up before resubmitting
+    injected = requests.get(f"{server.base_url}/_testbed/state").json()["faults_injected"]
+    assert injected == {"errors": 0, "lost_replies": 1, "slow": 0}  # what a client went through
 
 
 def test_latency_and_ko_nodes(server: ServerHandle) -> None:
