@@ -31,6 +31,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from vm5k.errors import UsageError
@@ -107,13 +108,26 @@ def run_program(program: str, *, outdir: Path, run_id: str, key_path: Path,
 
 
 def stop_program(process: subprocess.Popen[str], grace: float = STOP_GRACE) -> None:
-    """End the program's process group: SIGTERM, then SIGKILL after `grace` seconds; wait for it."""
+    """End the program's process group: SIGTERM, then SIGKILL after `grace` seconds, and wait until every
+    process of the group has ended (the program's own children too, not only the program)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and (process.poll() is None or _group_running(process.pid)):
+            time.sleep(0.02)
+        if process.poll() is not None and not _group_running(process.pid):
+            log.warning("the program was stopped (status %s)", process.returncode)
+            return
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies waiting for their reaper do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        log.warning("the program was stopped (status %s)", process.returncode)
-        return
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False

@@ -35,6 +35,7 @@ from vm5k.platforms import make_platform
 from vm5k.platforms.grid5000.credentials import ENV_API, credentials_path, on_grid5000_frontend
 from vm5k.platforms.hosts import HostsNetwork
 from vm5k.platforms.testbed import DEFAULT_NODES, ensure_testbed
+from vm5k.platforms.testbed import status as testbed_status
 from vm5k.progress import Reporter
 from vm5k.remote import SshSettings
 from vm5k.remote.settings import PARALLEL_INSIDE_GRID5000, PARALLEL_VIA_GATEWAY
@@ -155,15 +156,34 @@ def _new_run(request: Request, reporter: Reporter, loop: asyncio.Runner) -> RunC
     return context
 
 
-def _stored_run(folder: Path, reporter: Reporter, loop: asyncio.Runner, verbosity: int) -> RunContext:
+def _stored_run(request: Request, reporter: Reporter, loop: asyncio.Runner) -> RunContext:
+    """The context of the run recorded in ``request.outdir`` (``--resume``, ``--destroy``)."""
+    folder = Path(request.outdir)
     if not (folder / outdir.STATE_FILE).exists():
         raise UsageError(f"{folder} holds no vm5k run (no {outdir.STATE_FILE})")
     topology = outdir.read_state(folder)
     record = RunRecord.load(topology)
-    add_file_handler(folder, verbosity)
+    add_file_handler(folder, request.verbosity)
+    _reach_again(record, request)
     api = f" (API {record.api})" if record.api else ""
     log.info("platform: %s%s; run %s, outdir %s", record.platform, api, record.run_id, folder)
     return _context(folder, record, topology, reporter, loop, None)
+
+
+def _reach_again(record: RunRecord, request: Request) -> None:
+    """Where the run's platform is now: ``--api``/``--ssh-config`` given again win; a testbed restarted
+    since the run (its API gets a new port at each start) is asked where it is."""
+    if request.api:
+        record.api = request.api
+    if request.ssh_config:
+        record.ssh_config = request.ssh_config
+    if record.platform == "testbed" and not request.api:
+        info = testbed_status(record.testbed_state)
+        if info is None:
+            raise UsageError(f"the testbed of this run ({record.testbed_state}) is not up: start it again "
+                             f"(vm5k-testbed up --state {record.testbed_state}) or give --api")
+        record.api = info.api
+        record.ssh_config = request.ssh_config or info.ssh_config
 
 
 # -- running ----------------------------------------------------------------------------------------------
@@ -298,7 +318,7 @@ def run(request: Request) -> int:
     reporter = Reporter()
     with _sigterm_as_sigint(), asyncio.Runner() as loop:
         if request.action == "resume":
-            context = _stored_run(Path(request.outdir), reporter, loop, request.verbosity)
+            context = _stored_run(request, reporter, loop)
             if context.record.status == DESTROYED:
                 raise UsageError(f"the run in {request.outdir} was destroyed: nothing to resume")
             if "topology" not in context.record.steps:
@@ -316,7 +336,7 @@ def destroy(request: Request) -> int:
     ``--keep-job``), waiting until its jobs have left the waiting/launching/running states."""
     reporter = Reporter()
     with _sigterm_as_sigint(), asyncio.Runner() as loop:
-        context = _stored_run(Path(request.outdir), reporter, loop, request.verbosity)
+        context = _stored_run(request, reporter, loop)
         topology = context.topology
         try:
             if topology.hosts() and "hosts" in context.record.reached:
