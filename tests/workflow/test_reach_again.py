@@ -1,0 +1,48 @@
+"""--resume and --destroy reach the platform where it is now, not only where it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from vm5k import workflow
+from vm5k.errors import UsageError
+from vm5k.platforms.testbed import TestbedInfo
+from vm5k.request import Request
+from vm5k.runstate import RunRecord
+
+
+def record(platform: str = "testbed") -> RunRecord:
+    return RunRecord(run_id="20261125000000-abcdef", platform=platform, start_dir="/",
+                     api="http://127.0.0.1:40000/stable", ssh_config="/old/ssh_config",
+                     testbed_state="/var/lib/vm5k-testbed/x")
+
+
+def test_a_restarted_testbed_is_found_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = []
+
+    def status(state_dir: str | None) -> TestbedInfo:
+        asked.append(state_dir)
+        return TestbedInfo("http://127.0.0.1:41234/stable", "/new/ssh_config", None, state_dir)
+
+    monkeypatch.setattr(workflow, "testbed_status", status)
+    run = record()
+    workflow._reach_again(run, Request(outdir="o", action="resume"))
+    assert asked == ["/var/lib/vm5k-testbed/x"]
+    assert (run.api, run.ssh_config) == ("http://127.0.0.1:41234/stable", "/new/ssh_config")
+
+
+def test_a_testbed_that_is_down_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workflow, "testbed_status", lambda state_dir: None)
+    with pytest.raises(UsageError, match="vm5k-testbed up --state /var/lib/vm5k-testbed/x"):
+        workflow._reach_again(record(), Request(outdir="o", action="destroy"))
+
+
+def test_api_and_ssh_config_given_again_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workflow, "testbed_status", lambda state_dir: pytest.fail("not asked"))
+    run = record("grid5000")
+    workflow._reach_again(run, Request(outdir="o", action="resume", api="https://api.grid5000.fr/stable",
+                                       ssh_config="/home/alice/g5k_config"))
+    assert (run.api, run.ssh_config) == ("https://api.grid5000.fr/stable", "/home/alice/g5k_config")
+    kept = record("grid5000")
+    workflow._reach_again(kept, Request(outdir="o", action="resume"))
+    assert (kept.api, kept.ssh_config) == ("http://127.0.0.1:40000/stable", "/old/ssh_config")
