@@ -6,7 +6,7 @@ import pytest
 
 from vm5k import workflow
 from vm5k.errors import UsageError
-from vm5k.platforms.testbed import TestbedInfo
+from vm5k.platforms.testbed import TestbedInfo as Info
 from vm5k.request import Request
 from vm5k.runstate import RunRecord
 
@@ -20,9 +20,9 @@ def record(platform: str = "testbed") -> RunRecord:
 def test_a_restarted_testbed_is_found_again(monkeypatch: pytest.MonkeyPatch) -> None:
     asked = []
 
-    def status(state_dir: str | None) -> TestbedInfo:
+    def status(state_dir: str | None) -> Info:
         asked.append(state_dir)
-        return TestbedInfo("http://127.0.0.1:41234/stable", "/new/ssh_config", None, state_dir)
+        return Info("http://127.0.0.1:41234/stable", "/new/ssh_config", None, state_dir)
 
     monkeypatch.setattr(workflow, "testbed_status", status)
     run = record()
