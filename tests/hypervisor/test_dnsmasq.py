@@ -210,3 +210,21 @@ def test_resolver_line_is_removed_after_the_host_rebooted(tmp_path: Path) -> Non
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert fake.read_text() == RESOLV
+
+
+@needs_root
+def test_stopping_a_run_keeps_the_service_address_of_another_run_in_the_same_network(netns: str,
+                                                                                      base: str) -> None:
+    """Two runs on one service node add their addresses to its bridge, in the same VM network: the one
+    added second is a secondary address of the first, which the kernel deletes with it unless told to
+    promote it. Destroying the first run must leave the second one's DNS server reachable."""
+    runs = [HostLayout("r1", base), HostLayout("r2", base)]
+    for layout, address in zip(runs, ("10.254.1.254/16", "10.254.2.254/16"), strict=True):
+        os.makedirs(layout.host_changes_dir, exist_ok=True)
+        Path(dnsmasq.service_record(layout)).write_text(f"br0 {address}\n")
+        subprocess.run(["ip", "-n", netns, "addr", "add", address, "dev", "br0"], check=True)
+    stopped = run_like_ssh(dnsmasq.stop_command(runs[0]), netns=netns)
+    assert "removed 10.254.1.254/16" in stopped.stdout, stopped.stderr
+    addresses = subprocess.run(["ip", "-n", netns, "-4", "addr", "show", "br0"], capture_output=True,
+                               text=True).stdout
+    assert "10.254.1.254" not in addresses and "10.254.2.254/16" in addresses

@@ -189,6 +189,9 @@ if [ -r "$pidf" ]; then
 fi
 if [ -r "$record" ]; then
     read -r bridge extra < "$record"
+    # Another run's service address in the same network is a secondary address of this one when this one
+    # came first: without promotion, the kernel would delete it along with this one.
+    echo 1 > "/proc/sys/net/ipv4/conf/$bridge/promote_secondaries" 2>/dev/null
     ip addr del "$extra" dev "$bridge" 2>/dev/null && echo "removed $extra"
     rm -f -- "$record"
 fi
