@@ -284,7 +284,8 @@ class Runs:
             done = self.run("--destroy", str(out))
             if done.returncode != 0:
                 problems.append(f"destroy {out}: {done.stderr[-1500:]}")
-            sites = {site["id"] for site in state(out)["sites"]} or {"rennes"}
+            reserved = record(out).get("platform") in ("testbed", "grid5000")  # --hosts reserves nothing
+            sites = {site["id"] for site in state(out)["sites"]} or {"rennes"} if reserved else set()
             left = leftovers(self.testbed, run)
             jobs = [job for site in sites for job in live_jobs(self.testbed, site, run)]
             if left or jobs:
