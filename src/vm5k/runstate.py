@@ -51,6 +51,7 @@ class RunRecord:
     hosts: list[str] = field(default_factory=list)  # the hosts platform's hosts (--hosts)
     vm_network: dict[str, str] | None = None  # the hosts platform's VM network (--vm-network)
     gateway: bool = False  # hosts are reached through an access gateway: fewer parallel connections
+    placement: dict[str, Any] = field(default_factory=dict)  # distribution, seed, limits: to re-place VMs
     hypervisor: dict[str, Any] = field(default_factory=dict)  # RunSettings.to_dict()
     program: str | None = None
     plot: bool = False

@@ -31,6 +31,7 @@ from vm5k.hypervisor import RunSettings, destroy_leftovers, destroy_run, ko_vms
 from vm5k.keys import ensure_run_key
 from vm5k.log import add_file_handler
 from vm5k.pipeline import KNOWN_HOSTS, STEPS, RunContext, identity_files
+from vm5k.placement import Limits
 from vm5k.platforms import make_platform
 from vm5k.platforms.grid5000.credentials import ENV_API, credentials_path, on_grid5000_frontend
 from vm5k.platforms.hosts import HostsNetwork
@@ -119,8 +120,13 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
             **({"boot_timeout": float(options.boot_timeout)} if options and options.boot_timeout else {}),
         ).to_dict()
     if request is not None:
-        context.limits, context.distribution = request.limits, request.distribution
-        context.seed = request.seed
+        record.placement = {"distribution": request.distribution, "seed": request.seed,
+                            "host_reserve_mib": request.limits.host_reserve_mib,
+                            "cpu_overcommit": request.limits.cpu_overcommit}
+    if record.placement:  # VMs of hosts that fail are placed again the way the user asked
+        context.distribution = record.placement["distribution"]
+        context.seed = record.placement["seed"]
+        context.limits = Limits(record.placement["host_reserve_mib"], record.placement["cpu_overcommit"])
     return context
 
 
@@ -131,7 +137,9 @@ def _new_run(request: Request, reporter: Reporter, loop: asyncio.Runner) -> RunC
     name = choose_platform(request)
     record = RunRecord(run_id=new_run_id(), platform=name, start_dir=os.getcwd(), api=request.api,
                        ssh_config=request.ssh_config, program=request.program, plot=request.plot,
-                       dry_run=request.dry_run, hosts=list(request.hosts), vm_network=request.vm_network)
+                       dry_run=request.dry_run, hosts=list(request.hosts), vm_network=request.vm_network,
+                       # from outside Grid'5000, every connection goes through its access gateway
+                       gateway=name == "grid5000" and not on_grid5000_frontend())
     topology = request.topology.copy()
     backing = request.vm_backing_file or DEFAULT_BACKING_FILE
     if name == "testbed":
