@@ -20,7 +20,6 @@ import sys
 import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any, NoReturn
 
 from vm5k import __version__, outdir, render
@@ -189,13 +188,22 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: Input files vm5k reads (topology, host list) are small; a bigger one is a mistake (or /dev/zero), not
+#: something to load into memory.
+MAX_INPUT_BYTES = 64 << 20
+
+
 def _read(path: str, what: str) -> bytes:
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_INPUT_BYTES + 1)
     except OSError as error:
         raise UsageError(f"{what}: cannot read {path}: {error.strerror or error}") from None
     except ValueError as error:  # e.g. a NUL byte in the path
         raise UsageError(f"{what}: cannot read {path!r}: {error}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise UsageError(f"{what}: {path} is larger than {MAX_INPUT_BYTES >> 20} MiB: not a vm5k input file")
+    return data
 
 
 def _hosts_text(value: str) -> str:

@@ -41,7 +41,10 @@ ACTIONS = ("deploy", "resume", "destroy")
 PLATFORMS = ("testbed", "grid5000", "hosts")
 DISK_LOCATIONS = ("one", "all")
 
-_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+)?")
+#: A Debian package as apt-get takes it: ``name``, ``name:arch``, ``name=version`` (no option, no glob).
+#: The one definition: the hypervisor checks what it puts on apt-get's command line against it too.
+PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+)?")
+MAX_PACKAGE_NAME = 200
 _ENV = re.compile(r"([a-z][a-z0-9_-]*:)?[A-Za-z0-9][A-Za-z0-9._-]*")
 _URL = re.compile(r"https?://[^\s\"'<>\\]+")
 _PRINTABLE = re.compile("[^\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -197,7 +200,7 @@ def parse_packages(text: str) -> tuple[str, ...]:
     """``--host-packages``: Debian package names, comma separated."""
     names = _items(text, "--host-packages")
     for name in names:
-        if not _PACKAGE.fullmatch(name) or len(name) > 200:
+        if not PACKAGE_NAME.fullmatch(name) or len(name) > MAX_PACKAGE_NAME:
             raise UsageError(f"--host-packages: invalid Debian package name {shown(name)}")
     return tuple(dict.fromkeys(names))
 
@@ -394,6 +397,9 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
         if not topology.vms():
             raise UsageError(f"-i: {infile} describes no VM")
         n_vm = len(topology.vms())
+        if n_vm > MAX_VMS or len(topology.hosts()) > MAX_NODES:
+            raise UsageError(f"-i: {infile} describes {n_vm} VMs on {len(topology.hosts())} hosts: at most "
+                             f"{MAX_VMS} VMs and {MAX_NODES} hosts")
     else:
         if get("n_vm") is not None:
             n_vm = parse_int(get("n_vm"), "-n (number of VMs)", maximum=MAX_VMS)

@@ -7,18 +7,22 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import sys
 import tempfile
+import threading
 import types
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vm5k import cli
-from vm5k.request import Request
+from vm5k.request import PACKAGE_NAME, Request
 from vm5k.topology import GIB, Capacity, Host, Topology
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -315,3 +319,189 @@ def test_malformed_topology_files_give_status_2_and_one_line(data: bytes) -> Non
         path.write_bytes(data)
         status, _, err = run(["--dry-run", "-i", str(path)])
     assert_one_error_line(status, err)
+
+
+# -- hostile input against the real workflow: refused before anything is asked of anyone --------------------
+#
+# The tests above stand in for the workflow; these run the real one, pointed at a Grid'5000 API that only
+# counts what it is asked (and answers 404), and at SSH hosts whose connections would leave a mark. Bad
+# input must be refused in one line with status 2 before any API request, any SSH connection, or any
+# outdir.
+
+class CountingApi(ThreadingHTTPServer):
+    """An HTTP server on 127.0.0.1 that records every request and answers 404."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def _count(handler) -> None:  # `self` is the server: the handler is its inner class
+                self.requests.append((handler.command, handler.path))
+                body = b'{"message": "counted"}'
+                handler.send_response(404)
+                handler.send_header("Content-Type", "application/json")
+                handler.send_header("Content-Length", str(len(body)))
+                handler.end_headers()
+                handler.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _count
+
+            def log_message(handler, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/stable"
+
+
+@pytest.fixture(scope="module")
+def counting_api() -> Iterator[CountingApi]:
+    server = CountingApi()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def ssh_trap() -> Iterator[tuple[str, Path]]:
+    """An SSH config under which any connection attempt leaves a file behind (and fails)."""
+    folder = Path(tempfile.mkdtemp(prefix="vm5k-ssh-trap-"))
+    mark = folder / "an-ssh-connection-was-attempted"
+    (folder / "ssh_config").write_text(f"Host *\n    ProxyCommand /bin/sh -c 'touch {mark}; exit 1'\n")
+    yield str(folder / "ssh_config"), mark
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_for_real(argv: list[str], api: CountingApi, trap: tuple[str, Path], *, hosts: bool = False
+                 ) -> tuple[int, str, Path]:
+    """The real `vm5k` (no stand-in workflow), against the counting API or the trapped SSH hosts."""
+    outdir = Path(tempfile.mkdtemp(prefix="vm5k-hostile-", dir=WORKDIR)) / "out"
+    where = (["--hosts", "node-1,node-2", "--ssh-config", trap[0], "--vm-network", "10.253.0.0/24"] if hosts
+             else ["--api", api.url])
+    before = len(api.requests)
+    with in_workdir():
+        status, _, err = run([*argv, *where, "-o", str(outdir)])
+    assert len(api.requests) == before, f"bad input reached the API: {api.requests[before:]}"
+    assert not trap[1].exists(), "bad input opened an SSH connection"
+    return status, err, outdir
+
+
+def assert_refused_untouched(status: int, err: str, outdir: Path) -> None:
+    assert_one_error_line(status, err)
+    assert not outdir.exists(), "bad input created the outdir"
+
+
+SHELL_META = ";|&$`()<>'\"\\ \n\t*?!#~{}[]="
+#: a name with shell metacharacters inside it (never only around it: surrounding blanks are trimmed)
+hostile_ids = st.builds(lambda head, meta, tail: head + meta + tail, st.sampled_from(["vm", "web-1", "a."]),
+                        st.text(alphabet=SHELL_META, min_size=1, max_size=4),
+                        st.text(alphabet="abc123", min_size=1, max_size=4))
+huge = st.integers(min_value=10**8, max_value=10**40).map(str)  # above every limit: VMs, nodes, MiB, GiB
+
+
+def quoted(value: str) -> str:
+    return xml_escape(value, {'"': "&quot;"})
+
+
+def topology_file(vm_id: str = "vm-1", host_id: str = "paradoxe-1") -> str:
+    return (f'<vm5k><site id="rennes"><cluster id="paradoxe"><host id="{quoted(host_id)}">'
+            f'<vm id="{quoted(vm_id)}"/></host></cluster></site></vm5k>')
+
+
+negative_sizes = st.sampled_from(["mem", "hdd", "n_cpu", "cpu"]).map(lambda name: f'<vm {name}="-1"/>')
+
+
+@FUZZ
+@given(st.one_of(
+    st.tuples(st.just("-n"), not_a_count),
+    st.tuples(st.just("-n"), huge),
+    st.tuples(st.just("-w"), not_a_walltime),
+    st.tuples(st.just("-w"), huge.map(lambda n: f"{n}:00:00")),
+    st.tuples(st.just("-r"), bad_resources),
+    st.tuples(st.just("-r"), huge.map(lambda n: f"rennes:{n}")),
+    st.tuples(st.just("-r"), hostile_ids),
+    st.tuples(st.just("-b"), hostile_ids),
+    st.tuples(st.just("-t"), not_xml_vm),
+    st.tuples(st.just("-t"), huge.map(lambda n: f'<vm mem="{n}"/>')),
+    st.tuples(st.just("-t"), negative_sizes),
+    st.tuples(st.just("-e"), hostile_ids),
+    st.tuples(st.just("--queue"), hostile_ids),
+    st.tuples(st.just("--host-packages"), hostile_ids.filter(lambda name: not PACKAGE_NAME.fullmatch(name))),
+))
+def test_hostile_values_are_refused_before_any_request(counting_api: CountingApi, ssh_trap: tuple[str, Path],
+                                                       case: tuple[str, str]) -> None:
+    option, value = case
+    base = ["-w", "1:00"] if option == "-n" else ["-n", "2", "-w", "1:00"] if option != "-w" else ["-n", "2"]
+    assert_refused_untouched(*run_for_real([*base, option, value], counting_api, ssh_trap))
+
+
+@FUZZ
+@given(st.one_of(hostile_ids.map(lambda bad: {"vm_id": bad}), hostile_ids.map(lambda bad: {"host_id": bad})))
+def test_topology_files_naming_hostile_vms_or_hosts_are_refused(counting_api: CountingApi,
+                                                                 ssh_trap: tuple[str, Path],
+                                                                 names: dict[str, str]) -> None:
+    with in_workdir() as folder:
+        path = Path(folder) / "hostile.xml"
+        path.write_text(topology_file(**names))
+    status, err, outdir = run_for_real(["-i", str(path), "-w", "1:00"], counting_api, ssh_trap)
+    assert_refused_untouched(status, err, outdir)
+    assert any(why in err for why in ("invalid VM id", "invalid host", "not valid XML")), err  # \x1f: not XML
+
+
+@FUZZ
+@given(st.lists(hostile_ids.filter(lambda name: not re.search(r"[\s#]", name)),  # separators and comments
+                min_size=1, max_size=3))
+def test_hostile_host_lists_are_refused_before_any_connection(counting_api: CountingApi,
+                                                              ssh_trap: tuple[str, Path],
+                                                              names: list[str]) -> None:
+    outdir = Path(tempfile.mkdtemp(prefix="vm5k-hostile-", dir=WORKDIR)) / "out"
+    with in_workdir():
+        status, _, err = run(["--hosts", ",".join(["node-1", *names]), "--ssh-config", ssh_trap[0],
+                              "--vm-network", "10.253.0.0/24", "-n", "1", "-o", str(outdir)])
+    assert_refused_untouched(status, err, outdir)
+    assert not ssh_trap[1].exists(), "bad input opened an SSH connection"
+
+
+BODY = ('<vm5k><site id="rennes"><cluster id="paradoxe"><host id="paradoxe-1"><vm id="{vm}"/></host>'
+        '</cluster></site></vm5k>')
+LAUGHS = ('<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+          '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">')
+XML_ATTACKS = {
+    "billion laughs": f'<?xml version="1.0"?><!DOCTYPE vm5k [{LAUGHS}]>' + BODY.format(vm="&d;"),
+    "external entity (file)": '<?xml version="1.0"?><!DOCTYPE vm5k [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                              + BODY.format(vm="&x;"),
+    "external entity (http)": '<?xml version="1.0"?><!DOCTYPE vm5k [<!ENTITY x SYSTEM "API/xxe">]>'
+                              + BODY.format(vm="&x;"),
+    "external DTD": '<?xml version="1.0"?><!DOCTYPE vm5k SYSTEM "API/dtd">' + BODY.format(vm="vm-1"),
+    "parameter entity": '<?xml version="1.0"?><!DOCTYPE vm5k [<!ENTITY % p SYSTEM "API/p"> %p;]>'
+                        + BODY.format(vm="vm-1"),
+    "too many VMs": "<vm5k>" + "".join(f'<vm id="v{index}"/>' for index in range(100_001)) + "</vm5k>",
+}
+
+
+@pytest.mark.parametrize("attack", sorted(XML_ATTACKS))
+def test_xml_attacks_in_topology_files_and_templates_are_refused_without_fetching_anything(
+        counting_api: CountingApi, ssh_trap: tuple[str, Path], attack: str) -> None:
+    text = XML_ATTACKS[attack].replace("API/", counting_api.url + "/")
+    with in_workdir() as folder:
+        path = Path(folder) / "attack.xml"
+        path.write_text(text)
+    status, err, outdir = run_for_real(["-i", str(path), "-w", "1:00"], counting_api, ssh_trap)
+    assert_refused_untouched(status, err, outdir)
+    if attack != "too many VMs":  # the same document as a -t template (the template's own root is <vm>)
+        template = text.replace("<vm5k>", "").replace("</vm5k>", "")
+        status, err, outdir = run_for_real(["-n", "1", "-w", "1:00", "-t", template], counting_api, ssh_trap)
+        assert_refused_untouched(status, err, outdir)
+
+
+def test_an_endless_input_file_is_refused_without_reading_it_all(counting_api: CountingApi,
+                                                                 ssh_trap: tuple[str, Path]) -> None:
+    status, err, outdir = run_for_real(["-i", "/dev/zero", "-w", "1:00"], counting_api, ssh_trap)
+    assert_refused_untouched(status, err, outdir)
+    assert "larger than 64 MiB" in err

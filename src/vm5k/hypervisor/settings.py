@@ -30,6 +30,7 @@ from typing import Any
 
 from vm5k.errors import UsageError
 from vm5k.hypervisor.layout import DEFAULT_BASE, HostLayout
+from vm5k.request import MAX_PACKAGE_NAME, PACKAGE_NAME
 from vm5k.topology import validate_id
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 MODES = ("subnet", "kavlan")
 DISK_LOCATIONS = ("one", "all")
 ACCELERATORS = ("kvm", "tcg")
-#: Debian package names: lower case letters, digits, + - . (no options, no globs).
-_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*")
 _PUBLIC_KEY = re.compile(r"(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+"
                          r"( [^\n\r]*)?")
 
@@ -54,14 +53,14 @@ def no_progress(step: str, done: int, total: int, message: str) -> None:
 def check_package(name: str) -> str:
     """A Debian package name that can go on an apt-get command line.
 
-    >>> check_package("htop")
-    'htop'
+    >>> check_package("htop"), check_package("libvirt-daemon:amd64=9.0.0-4")
+    ('htop', 'libvirt-daemon:amd64=9.0.0-4')
     >>> check_package("--allow-unauthenticated")
     Traceback (most recent call last):
     ...
     vm5k.errors.UsageError: invalid package name '--allow-unauthenticated'
     """
-    if not isinstance(name, str) or not _PACKAGE.fullmatch(name) or len(name) > 100:
+    if not isinstance(name, str) or not PACKAGE_NAME.fullmatch(name) or len(name) > MAX_PACKAGE_NAME:
         raise UsageError(f"invalid package name {name!r}")
     return name
 
