@@ -148,11 +148,24 @@ def attachment(layout: Layout, plan: LabPlan, node: NodePlan, vid: str) -> tuple
     return netns, bridge, address, ipaddress.IPv4Network(vlan.network).prefixlen, vlan.gateway
 
 
+def cut_cable(bridge_ns: str, node: NodePlan) -> None:
+    """Delete the node's cable end in `bridge_ns` (and so both ends), if it is there.
+
+    Deleting a node's namespace does not free its cable at once: the kernel dismantles a namespace only
+    when nothing refers to it any more, and an orphaned TCP connection of the killed sshd (FIN_WAIT,
+    retransmitting to a peer that is gone) can hold it for minutes. The veth's end in the bridge's
+    namespace then keeps the node's link name, and the next `link add` fails with "File exists".
+    """
+    if netns_exists(bridge_ns) and node.peer in links(bridge_ns):
+        ip(bridge_ns, "link", "del", node.peer, check=False)
+
+
 def plug_node(layout: Layout, plan: LabPlan, node: NodePlan, vid: str) -> None:
     """Cable a freshly created node namespace into vlan `vid` with its reference address and MAC."""
     node_ns = layout.node_netns(node.uid)
     bridge_ns, bridge, address, prefix, gateway = attachment(layout, plan, node, vid)
     if node.iface not in links(node_ns):
+        cut_cable(bridge_ns, node)  # the cable of the node's previous life, if the kernel still holds it
         ip(bridge_ns, "link", "add", node.peer, "type", "veth", "peer", "name", node.iface, "netns", node_ns)
     if node.mac and _unicast(node.mac):
         ip(node_ns, "link", "set", node.iface, "address", node.mac)
