@@ -190,6 +190,8 @@ def _reach_again(record: RunRecord, request: Request) -> None:
         if info is None:
             raise UsageError(f"the testbed of this run ({record.testbed_state}) is not up: start it again "
                              f"(vm5k-testbed up --state {record.testbed_state}) or give --api")
+        if info.not_up:  # reached as it is: what vm5k cannot reach on a dead node, it reports
+            log.warning("the testbed of this run is degraded: %s not up", ", ".join(info.not_up))
         record.api = info.api
         record.ssh_config = request.ssh_config or info.ssh_config
 

@@ -46,3 +46,34 @@ def test_api_and_ssh_config_given_again_win(monkeypatch: pytest.MonkeyPatch) -> 
     kept = record("grid5000")
     workflow._reach_again(kept, Request(outdir="o", action="resume"))
     assert (kept.api, kept.ssh_config) == ("http://127.0.0.1:40000/stable", "/old/ssh_config")
+
+
+def status_json(state: str, api_alive: bool = True, dead: tuple[str, ...] = ()) -> str:
+    """What `vm5k-testbed status --json` prints (the keys vm5k reads)."""
+    import json
+    nodes = [{"name": f"paradoxe-{i}.rennes.grid5000.fr", "site": "rennes",
+              "state": "dead" if f"paradoxe-{i}.rennes.grid5000.fr" in dead else "up"} for i in (1, 2)]
+    return json.dumps({"state": state, "api": "http://127.0.0.1:41234/stable", "ssh_config": "/tb/ssh_config",
+                       "pids": {"api": {"pid": 12, "alive": api_alive}}, "nodes": nodes})
+
+
+def test_a_testbed_with_a_dead_node_is_still_reached_while_its_api_answers() -> None:
+    from vm5k.platforms.testbed import parse_status
+    assert parse_status(status_json("up")).state == "up"
+    dead = "paradoxe-2.rennes.grid5000.fr"
+    degraded = parse_status(status_json("degraded", dead=(dead,)))
+    assert degraded is not None and degraded.state == "degraded" and degraded.not_up == [dead]
+    assert parse_status(status_json("degraded", api_alive=False)) is None  # nothing to talk to
+    assert parse_status('{"state": "down", "nodes": []}') is None
+
+
+def test_destroy_reaches_a_degraded_testbed_and_says_so(monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    from vm5k.platforms.testbed import parse_status
+    dead = "paradoxe-2.rennes.grid5000.fr"
+    monkeypatch.setattr(workflow, "testbed_status", lambda state_dir: parse_status(status_json(
+        "degraded", dead=(dead,))))
+    run = record()
+    workflow._reach_again(run, Request(outdir="o", action="destroy"))
+    assert run.api == "http://127.0.0.1:41234/stable"
+    assert f"the testbed of this run is degraded: {dead} not up" in caplog.text

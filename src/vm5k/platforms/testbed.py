@@ -41,6 +41,13 @@ class TestbedInfo:
     image: str | None
     state_dir: str | None
     nodes: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    #: ``up``, or ``degraded`` when some of its nodes are not up (dead, failed): its API still answers
+    state: str = "up"
+
+    @property
+    def not_up(self) -> list[str]:
+        """The nodes that are not up (a dead node is to the testbed what a Dead node is to Grid'5000)."""
+        return [str(node.get("name")) for node in self.nodes if node.get("state") != "up"]
 
     @property
     def sites(self) -> dict[str, int]:
@@ -84,18 +91,35 @@ def _last_line(text: str) -> str:
 
 
 def parse_status(text: str) -> TestbedInfo | None:
-    """The testbed described by ``status --json`` output, or None when it is down."""
+    """The testbed described by ``status --json`` output, or None when it is down or its API is.
+
+    A testbed whose API answers but some of whose nodes are not up is ``degraded``: it is returned (with
+    that state), since vm5k can still reach its reservations and its other nodes, as on Grid'5000 where
+    some nodes are always dead.
+    """
     try:
         data = json.loads(text)
     except ValueError:
         raise PlatformError(f"the testbed's status is not JSON: {_last_line(text)[:200]}") from None
     if not isinstance(data, dict) or not data.get("api") or not data.get("ssh_config"):
         return None
-    if data.get("state") not in (None, "up"):
+    state = str(data.get("state") or "up")
+    api = (data.get("pids") or {}).get("api") if isinstance(data.get("pids"), dict) else None
+    api_alive = api.get("alive", True) if isinstance(api, dict) else state == "up"
+    if state not in ("up", "degraded") or not api_alive:
         return None
     nodes = tuple(node for node in data.get("nodes") or () if isinstance(node, dict))
     return TestbedInfo(str(data["api"]), str(data["ssh_config"]), data.get("image"), data.get("state_dir"),
-                       nodes)
+                       nodes, state)
+
+
+def exists(state_dir: str | None = None) -> bool:
+    """Whether a testbed is recorded in `state_dir` (up, degraded, or with its API down)."""
+    done = _run(["status", "--json", *_state_args(state_dir)], timeout=120)
+    try:
+        return json.loads(done.stdout).get("state") not in (None, "down")
+    except (ValueError, AttributeError):
+        return False
 
 
 def status(state_dir: str | None = None) -> TestbedInfo | None:
@@ -107,14 +131,22 @@ def status(state_dir: str | None = None) -> TestbedInfo | None:
 
 
 def ensure_testbed(site: str | None, nodes: int, state_dir: str | None = None) -> TestbedInfo:
-    """The running testbed, used as it is; started (with `nodes` nodes of `site`) when it is not up."""
+    """The running testbed, used as it is; started (with `nodes` nodes of `site`) when there is none, and
+    restarted as it is (its nodes unchanged) when it is degraded."""
     info = status(state_dir)
-    if info is not None:
+    if info is not None and info.state == "up":
         return info
-    spec = f"{site or DEFAULT_SITE}:{max(nodes, 1)}"
-    log.info("starting the embedded testbed (vm5k-testbed up --site %s); the first time, this builds its "
-             "guest image and takes a few minutes", spec)
-    done = _run(["up", "--site", spec, "--json", *_state_args(state_dir)], timeout=UP_TIMEOUT)
+    if info is not None or exists(state_dir):
+        # `up` again restarts what is not running (dead nodes, its API) and keeps the testbed's nodes
+        why = f"{', '.join(info.not_up)} not up" if info is not None else "its API is down"
+        log.warning("the embedded testbed is degraded (%s): restarting it (vm5k-testbed up)", why)
+        up = ["up", "--json"]
+    else:
+        spec = f"{site or DEFAULT_SITE}:{max(nodes, 1)}"
+        log.info("starting the embedded testbed (vm5k-testbed up --site %s); the first time, this builds "
+                 "its guest image and takes a few minutes", spec)
+        up = ["up", "--site", spec, "--json"]
+    done = _run([*up, *_state_args(state_dir)], timeout=UP_TIMEOUT)
     if done.returncode != 0:
         raise PlatformError(f"could not start the testbed: {_last_line(done.stderr or done.stdout)}")
     info = status(state_dir)
