@@ -229,6 +229,8 @@ def parse_request(argv: Sequence[str], now: datetime | None = None) -> tuple[Req
     options: dict[str, Any] = vars(args)
     if options.get("outdir") is None:
         options["outdir"] = outdir.default_outdir(now)
+    if options.get("resume") is None and options.get("destroy") is None:
+        outdir.check_outdir_path(options["outdir"])  # before any warning: bad input is one line
     infile_data = _read(options["infile"], "-i") if options.get("infile") is not None else None
     hosts_text = _hosts_text(options["hosts"]) if options.get("hosts") is not None else None
     env_file = options.get("env_file")

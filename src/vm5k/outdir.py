@@ -9,6 +9,7 @@ version or the new one. Which file holds what is data (`OUTPUTS`), rendered by `
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -43,8 +44,36 @@ def default_outdir(now: datetime | None = None) -> str:
     return (now or datetime.now().astimezone()).strftime("vm5k_%Y%m%d_%H%M%S_%z")
 
 
+#: What the outdir's absolute path may hold. It is written into the outdir's ssh_config, and OpenSSH puts
+#: the ``-F`` path of ``ssh -F OUTDIR/ssh_config vm-1`` into the shell command of the ProxyJump to the VM's
+#: host without quoting it (and expands ``%`` tokens in it): spaces break that command, ``$( )`` or quotes
+#: would run in it. So the path is refused up front, before anything is created.
+SAFE_PATH = re.compile(r"[A-Za-z0-9._+/@,=:-]+")
+
+
+def check_outdir_path(path: str | os.PathLike[str]) -> Path:
+    """The outdir's absolute path, when every character of it is safe in an ssh_config (UsageError else).
+
+    >>> check_outdir_path("/tmp/vm5k_20261125_120000_+0100").name
+    'vm5k_20261125_120000_+0100'
+    >>> check_outdir_path("/tmp/my xp")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    vm5k.errors.UsageError: -o: the outdir's path '/tmp/my xp' holds ' ': use letters, digits and ...
+    """
+    folder = Path(os.path.abspath(path))
+    unsafe = sorted(set(SAFE_PATH.sub("", str(folder))))
+    if unsafe:
+        shown = " ".join(repr(char) for char in unsafe)
+        raise UsageError(f"-o: the outdir's path {str(folder)!r} holds {shown}: use letters, digits and "
+                         ". _ + / @ , = : - only (ssh -F OUTDIR/ssh_config hands it to a shell)")
+    return folder
+
+
 def make_outdir(path: str | os.PathLike[str]) -> Path:
-    """Create the outdir (and its parents) if missing; return it (UsageError when it cannot be made)."""
+    """Create the outdir (and its parents) if missing; return it (UsageError when it cannot be made, or
+    when its path is not safe in an ssh_config: `check_outdir_path`)."""
+    check_outdir_path(path)
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -150,6 +150,17 @@ def test_control_characters_are_escaped_in_errors() -> None:
     assert "\\n" in err
 
 
+@pytest.mark.parametrize("name", ["my xp", "xp$(touch pwned)", "it's", "100%", "a\"b"])
+def test_an_outdir_path_unsafe_in_an_ssh_config_is_refused_before_it_is_made(tmp_path: Path, name: str
+                                                                              ) -> None:
+    # ssh -F OUTDIR/ssh_config puts that path, unquoted, into the shell command of its ProxyJump
+    folder = tmp_path / name
+    status, out, err = run(["--dry-run", "-i", str(EXAMPLES / "two_sites.xml"), "-o", str(folder)])
+    assert_one_error_line(status, err)
+    assert "-o: the outdir's path" in err and out == ""
+    assert not folder.exists() and list(tmp_path.iterdir()) == []
+
+
 # -- dry run of a topology file --------------------------------------------------------------------
 
 def test_dry_run_of_the_two_site_example(tmp_path: Path) -> None:
