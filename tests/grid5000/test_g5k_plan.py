@@ -167,3 +167,43 @@ def test_hardware_for_max_vms(platform: Grid5000Platform, server: ServerHandle) 
     assert "taurus-1.lyon.grid5000.fr" in names and "taurus-3.lyon.grid5000.fr" not in names
     assert not any(n.startswith(("sagittaire", "neowise")) for n in names)  # no VMs there / exotic
     assert all(h.capacity is not None and h.capacity.ram > 0 for h in hosts)
+
+
+def test_a_named_host_oar_reports_dead_gives_its_vms_to_another_node_of_its_cluster(
+        platform: Grid5000Platform, server: ServerHandle, tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    dead = "taurus-5.lyon.grid5000.fr"
+    server.testbed.faults.reconfigure({"dead_nodes": [dead]})
+    gk = Grid5000(uri=server.url)  # taurus-1 is busy for two hours: the substitute is free now
+    gk.sites["lyon"].jobs.create({"resources": "{network_address in ('taurus-1.lyon.grid5000.fr')}/nodes=1,"
+                                  "walltime=2:00:00", "command": "sleep 86400", "name": "someone-else"})
+    server.advance(2)
+    path = tmp_path / "topo.xml"
+    path.write_text('<vm5k><site id="lyon"><cluster id="taurus">'
+                    '<host id="taurus-5"><vm id="a" mem="2048"/><vm id="b"/></host>'
+                    '<host id="taurus-6"><vm id="c"/></host></cluster></site></vm5k>')
+    request, _ = parse_request(["-i", str(path), "-w", "1:00:00", "-o", str(tmp_path / "out"),
+                                "--api", server.url])
+    topo = platform.plan(request.topology, request)
+    record = RunRecord.load(topo)
+    assert record.plan is not None and record.plan.start == T0 + 2  # now: not after the busy node
+    hosts = record.plan.sites["lyon"].hosts
+    assert dead not in hosts and "taurus-6.lyon.grid5000.fr" in hosts and len(hosts) == 2
+    (substitute,) = set(hosts) - {"taurus-6.lyon.grid5000.fr"}
+    assert substitute.startswith("taurus-") and substitute != "taurus-1.lyon.grid5000.fr"
+    assert [vm.id for vm in topo.host(substitute).vms] == ["a", "b"]  # the file's group, kept together
+    assert topo.host(substitute).extra["replaces"] == "taurus-5"
+    assert f"host {dead} is dead in OAR: its 2 VMs go to {substitute} (same cluster) instead" in caplog.text
+
+
+def test_a_named_host_is_remapped_only_when_its_cluster_has_another_node(
+        platform: Grid5000Platform, server: ServerHandle, tmp_path) -> None:
+    taurus = [f"taurus-{i}.lyon.grid5000.fr" for i in range(1, 17)]
+    server.testbed.faults.reconfigure({"dead_nodes": taurus})
+    path = tmp_path / "topo.xml"
+    path.write_text('<vm5k><site id="lyon"><cluster id="taurus"><host id="taurus-5"><vm id="a"/></host>'
+                    '</cluster></site></vm5k>')
+    request, _ = parse_request(["-i", str(path), "-w", "1:00:00", "-o", str(tmp_path / "out"),
+                                "--api", server.url])
+    with pytest.raises(UsageError, match="host taurus-5.lyon.grid5000.fr is dead in OAR and no other node of "
+                                         "cluster taurus can take its 1 VMs"):
+        platform.plan(request.topology, request)

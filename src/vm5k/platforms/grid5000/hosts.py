@@ -5,7 +5,8 @@ run uses KaVLAN N; ``host.extra["node"]`` keeps the FQDN for the API. Extra keys
 
 - ``named``: the host comes from a topology file (``-i``): it must be reserved as such;
 - ``predicted``: a plan expects OAR to give this node (the dry run shows it; the job decides);
-- ``job``: the job (``site:id``) that holds the host.
+- ``job``: the job (``site:id``) that holds the host;
+- ``replaces``: the named host OAR could not give, whose VMs this node took (``vm5k.planning.remap``).
 
 VMs stay where they are as long as their host stays; the others are placed with the run's distribution
 on hosts that are not KO, counting what is already on them.
@@ -18,10 +19,11 @@ from typing import Any
 
 from vm5k.errors import UsageError
 from vm5k.planning import Demand, Inventory, Plan
+from vm5k.planning.remap import Remap
 from vm5k.request import Element
 from vm5k.topology import HOST_PLANNED, VM, Host, Topology, natural_key
 
-NODE, NAMED, PREDICTED, JOB = "node", "named", "predicted", "job"
+NODE, NAMED, PREDICTED, JOB, REPLACES = "node", "named", "predicted", "job", "replaces"
 
 
 def kavlan_name(fqdn: str, vlan: str) -> str:
@@ -59,6 +61,23 @@ def demand_for(topology: Topology, elements: tuple[Element, ...], inventory: Inv
         assigned[node.fqdn] = tuple(host.vms)
     vms = [vm for host in topology.hosts() if host not in named for vm in host.vms] + list(topology.unplaced)
     return Demand(elements=elements, hosts=tuple(hosts), vms=tuple(vms), assigned=assigned, **options)
+
+
+def substitute_hosts(topology: Topology, inventory: Inventory, remaps: Iterable[Remap]) -> None:
+    """Rename each named host OAR cannot give into its substitute (same cluster), VMs and all.
+
+    ``extra["replaces"]`` keeps the name the file gave, for the record and the final topology.
+    """
+    by_node = {remap.host: remap for remap in remaps}
+    for host in named_hosts(topology):
+        node = inventory.node(node_of(host))
+        remap = by_node.get(node.fqdn) if node else None
+        if remap is None:
+            continue
+        host.extra = {**host.extra, NAMED: True, NODE: remap.substitute, REPLACES: host.id}
+        host.id = remap.substitute
+        for vm in host.vms:
+            vm.host = host.id
 
 
 def apply_plan(topology: Topology, plan: Plan, inventory: Inventory) -> Topology:

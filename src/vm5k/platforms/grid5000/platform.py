@@ -18,6 +18,7 @@ from vm5k.addresses import AddressPool, AddressRange, assign, kavlan_range, subn
 from vm5k.errors import DeploymentError, PlatformError, UsageError
 from vm5k.placement import NotEnoughCapacity, place, place_unplaced
 from vm5k.planning import SECURITY_MARGIN, Demand, Plan, plan_slot, select, with_not_before
+from vm5k.planning.remap import substitutes
 from vm5k.platforms import Progress, ProgressCallback, ProgressItem
 from vm5k.platforms.grid5000.api import ApiClient, ApiError
 from vm5k.platforms.grid5000.credentials import ApiConfig, load_api_config
@@ -29,6 +30,7 @@ from vm5k.platforms.grid5000.hosts import (
     demand_for,
     named_hosts,
     node_of,
+    substitute_hosts,
 )
 from vm5k.platforms.grid5000.kadeploy import (
     FINAL,
@@ -213,15 +215,24 @@ class Grid5000Platform:
         blacklist = tuple(b for b in options.blacklist if self._known(inventory, b))
         if options.walltime is None:
             raise UsageError("no walltime: give -w")
-        demand = demand_for(topo, tuple(options.resources), inventory, blacklist=blacklist,
-                            walltime=options.walltime, limits=options.limits,
-                            distribution=options.distribution, seed=options.seed, kavlan=options.kavlan,
-                            queue=options.queue)
-        if not_before is not None:
-            demand = with_not_before(demand, not_before)
+        def make_demand() -> Demand:
+            demand = demand_for(topo, tuple(options.resources), inventory, blacklist=blacklist,
+                                walltime=options.walltime, limits=options.limits,
+                                distribution=options.distribution, seed=options.seed, kavlan=options.kavlan,
+                                queue=options.queue)
+            return demand if not_before is None else with_not_before(demand, not_before)
+
+        demand = make_demand()
         planned_sites = [s for s in sites if inventory.sites.get(s)]
         optional = planned_sites if GRID5000 in names else ()
         availability = fetch_availability(self.api, planned_sites, margin=self.margin, optional=optional)
+        remaps = substitutes(inventory, availability, demand)
+        if remaps:
+            for remap in remaps:
+                log.warning("host %s is %s in OAR: its %d VMs go to %s (same cluster) instead", remap.host,
+                            remap.state, remap.vms, remap.substitute)
+            substitute_hosts(topo, inventory, remaps)
+            demand = make_demand()
         plan = plan_slot(inventory, availability, demand)
         self._check_capacity(plan, demand)
         record.plan = plan
