@@ -518,7 +518,9 @@ def _vm_from_attributes(attrs: Mapping[str, str], defaults: VMTemplate | None) -
     where = f"VM {vm_id}"
     template = template_from_attributes(attrs, defaults, where)
     vm = template.make_vm(vm_id)
-    vm.ip = parse_ip(attrs["ip"]) if "ip" in attrs else None
+    # the original's example files carry ip="X.X.X.X" where no address is known yet
+    known_ip = "ip" in attrs and attrs["ip"].strip().upper() not in ("", "X.X.X.X")
+    vm.ip = parse_ip(attrs["ip"]) if known_ip else None
     vm.mac = parse_mac(attrs["mac"]) if "mac" in attrs else None
     vm.state = _parse_state(attrs["state"], f"{where}: state") if "state" in attrs else VM_PLANNED
     vm.reason = _parse_text(attrs["reason"], f"{where}: reason") if "reason" in attrs else None

@@ -154,6 +154,17 @@ def test_original_final_topo_is_accepted() -> None:
     assert topo.hosts()[0].capacity is None  # the original's cpu/mem meant different things across versions
 
 
+def test_the_originals_address_placeholders_mean_no_address() -> None:
+    """The original's example files (`<deployment>`, `ip="X.X.X.X"`) are read as they were meant."""
+    xml = """<deployment><site id="lyon"><cluster id="taurus"><host id="taurus-1">
+      <vm id="vm-1" ip="X.X.X.X" mem="1024"/><vm id="vm-2" ip="x.x.x.x"/><vm id="vm-3" ip=""/>
+      </host></cluster></site></deployment>"""
+    topo = Topology.from_xml(xml)
+    assert [vm.ip for vm in topo.vms()] == [None, None, None]
+    with pytest.raises(UsageError, match="invalid ip 'X.X.X.Y'"):
+        Topology.from_xml(one_vm("ip='X.X.X.Y'"))
+
+
 @pytest.mark.parametrize("xml, message", [
     ("<vm5k><site id='s'><site id='s'/></site></vm5k>", "unexpected element <site>"),
     ("<vm5k><site id='s'/><site id='s'/></vm5k>", "site s appears twice"),
