@@ -67,10 +67,10 @@ def fix_kvm_device() -> None:
 
 
 class Lab:
-    """One testbed, named by its state folder.
+    """One testbed, named by its state folder (as root; `vm5k-testbed up` does this)::
 
-    >>> lab = Lab(Layout("/var/lib/vm5k-testbed/default"))   # doctest: +SKIP
-    >>> lab.up(UpOptions(requests=parse_site_spec("rennes:2", None)))   # doctest: +SKIP
+        lab = Lab(Layout("/var/lib/vm5k-testbed/default"))
+        lab.up(UpOptions(requests=parse_site_spec("rennes:2", None)))
     """
 
     def __init__(self, layout: Layout) -> None:
