@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lab_fixtures import LabTestbed
+from lab_fixtures import OWNER_FILE, STATE_ROOT, LabTestbed, lab_available, run_testbed
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -204,6 +204,37 @@ def test_n_by_hosts_spreads_evenly(testbed: LabTestbed, tmp_path: Path, destroye
     assert {row["state"] for row in rows} == {"OK"}
 
 
+def test_keep_job_then_a_new_fleet_in_the_same_reservation_with_j(testbed: LabTestbed, tmp_path: Path,
+                                                                   destroyed: list[Path]) -> None:
+    """--destroy --keep-job removes the VMs and keeps the reservation; -j takes it up again (its hosts are
+    already deployed: no Kadeploy); destroying that run leaves the given job alone."""
+    first = tmp_path / "first"
+    destroyed.append(first)
+    done = vm5k("-n", "2", "-r", "rennes:2", "-w", "0:20:00", "-t", TINY, "-o", str(first), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_id = state(first)["meta"]["run_id"]
+    (job,) = live_jobs(testbed, run_id)
+    kept = vm5k("--destroy", str(first), "--keep-job", cwd=tmp_path)
+    assert kept.returncode == 0, kept.stderr
+    assert "the reservation is kept (--keep-job)" in kept.stderr
+    assert leftovers(testbed, run_id) == {} and [j.uid for j in live_jobs(testbed, run_id)] == [job.uid]
+
+    second = tmp_path / "second"
+    destroyed.append(second)
+    done = vm5k("-n", "3", "-j", f"rennes:{job.uid}", "-t", TINY, "-o", str(second), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # no Kadeploy: the hosts were deployed by the first run
+    assert "2 hosts are already deployed with" in done.stderr and "attempt 1)" not in done.stderr
+    assert {row["state"] for row in vms_of(second)} == {"OK"}
+    assert set((second / "hosts.list").read_text().split()) == set((first / "hosts.list").read_text().split())
+    assert ssh_vm(second, "vm-3", "hostname").stdout.strip() == "vm-3"
+    again = state(second)["meta"]["run_id"]
+    gone = vm5k("--destroy", str(second), cwd=tmp_path)
+    assert gone.returncode == 0, gone.stderr
+    assert leftovers(testbed, again) == {}
+    assert [j.uid for j in live_jobs(testbed, run_id)] == [job.uid]  # -j: the user's job, not the run's
+
+
 def test_hosts_you_already_have(testbed: LabTestbed, tmp_path: Path, destroyed: list[Path]) -> None:
     """--hosts: no reservation, no Kadeploy; capacity read from the hosts, a VM network described by hand
     and served by vm5k's dnsmasq (the testbed's DHCP ignores MACs of subnets nobody reserved)."""
@@ -220,3 +251,41 @@ def test_hosts_you_already_have(testbed: LabTestbed, tmp_path: Path, destroyed: 
     assert all(row["ip"].startswith("10.156.25") and row["mac"].lower().startswith("02:56:") for row in rows)
     assert "meta" in state(out) and "grid5000" not in state(out)["meta"]  # nothing was reserved
     assert ssh_vm(out, "vm-2", "hostname").stdout.strip() == "vm-2"
+
+
+def test_with_no_testbed_up_vm5k_starts_one_and_repairs_it_when_a_node_died(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first command on a fresh machine: no Grid'5000, no testbed up. vm5k starts the
+    embedded testbed itself (sized by -r), and restarts it when one of its nodes has died since."""
+    reason = lab_available()
+    if reason:
+        pytest.skip(reason)
+    state_dir = STATE_ROOT / f"pytest-{os.getpid()}-autostart"
+    state_dir.mkdir(parents=True)
+    (state_dir / OWNER_FILE).write_text(str(os.getpid()))  # brought down by the next session if this dies
+    monkeypatch.setenv("VM5K_TESTBED_STATE", str(state_dir))
+    try:
+        done = vm5k("--dry-run", "-n", "2", "-r", "rennes:1", "-w", "0:10:00", "-o", str(tmp_path / "plan"),
+                    cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "starting the embedded testbed (vm5k-testbed up --site rennes:1)" in done.stderr
+        assert "platform: testbed" in done.stderr and "OAR job on rennes (types deploy" in done.stdout
+        status = json.loads(run_testbed("status", "--json", "--state", str(state_dir)).stdout)
+        assert status["state"] == "up" and len(status["nodes"]) == 1
+        node = status["nodes"][0]["name"]
+        os.kill(status["pids"][f"node:{node.split('.')[0]}"]["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while json.loads(run_testbed("status", "--json", "--state", str(state_dir)).stdout)["state"] == "up":
+            assert time.monotonic() < deadline, "the killed node still counts as up"
+            time.sleep(0.5)
+
+        again = vm5k("--dry-run", "-n", "2", "-r", "rennes:1", "-w", "0:10:00", "-o", str(tmp_path / "plan2"),
+                     cwd=tmp_path)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert f"the embedded testbed is degraded ({node} not up): restarting it" in again.stderr
+        status = json.loads(run_testbed("status", "--json", "--state", str(state_dir)).stdout)
+        assert status["state"] == "up" and [n["name"] for n in status["nodes"]] == [node]
+    finally:
+        down = run_testbed("down", "--state", str(state_dir), timeout=300)
+        subprocess.run(["rm", "-rf", str(state_dir)], check=False)
+    assert down.returncode == 0, down.stderr
