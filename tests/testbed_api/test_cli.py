@@ -53,6 +53,25 @@ def test_serve_prints_url_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert (tmp_path / "s" / "meta.json").exists()
 
 
+def test_serve_has_no_control_endpoints_unless_asked(tmp_path: Path) -> None:
+    """Fault injection and the clock are the testbed's own: off by default, 404 as any unknown path."""
+    proc = subprocess.Popen([*CLI, "serve", "--port", "0", "--sites", "rennes", "--state",
+                             str(tmp_path / "s")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        base = url.rsplit("/", 1)[0]
+        for method, path in (("GET", "clock"), ("POST", "clock"), ("PATCH", "faults"), ("GET", "state")):
+            answer = requests.request(method, f"{base}/_testbed/{path}", json={}, timeout=10)
+            assert answer.status_code == 404, (method, path)
+        assert requests.get(f"{url}/sites/rennes", headers={"Accept": "application/json"},
+                            timeout=10).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -299,6 +299,8 @@ not_a_count = st.text(max_size=20).filter(lambda s: not re.fullmatch(r"\s*[+]?\d
 not_a_walltime = st.text(max_size=20).filter(lambda s: re.search(r"[^\d:\s]", s) or not s.strip())
 bad_resources = st.text(min_size=1, max_size=20).filter(lambda s: re.search(r"[^A-Za-z0-9.,:\s-]", s))
 not_xml_vm = st.text(max_size=30).filter(lambda s: not s.lstrip().startswith("<vm"))
+not_a_job = st.text(max_size=20).filter(lambda s: re.search(r"[^\d:,\sA-Za-z.-]", s)
+                                        or not re.search(r"\d", s))
 
 
 @FUZZ
@@ -306,8 +308,7 @@ not_xml_vm = st.text(max_size=30).filter(lambda s: not s.lstrip().startswith("<v
     st.tuples(st.just("-n"), not_a_count),
     st.tuples(st.just("-w"), not_a_walltime),
     st.tuples(st.just("-r"), bad_resources),
-    st.tuples(st.just("-j"), st.text(max_size=20).filter(lambda s: re.search(r"[^\d:,\sA-Za-z.-]", s)
-                                                          or not re.search(r"\d", s))),
+    st.tuples(st.just("-j"), not_a_job),
     st.tuples(st.just("-t"), not_xml_vm),
     st.tuples(st.just("-d"), st.text(max_size=20).filter(
         lambda s: s not in ("round-robin", "n_by_hosts", "concentrated", "random", "distributed",
@@ -444,11 +445,15 @@ negative_sizes = st.sampled_from(["mem", "hdd", "n_cpu", "cpu"]).map(lambda name
     st.tuples(st.just("-e"), hostile_ids),
     st.tuples(st.just("--queue"), hostile_ids),
     st.tuples(st.just("--host-packages"), hostile_ids.filter(lambda name: not PACKAGE_NAME.fullmatch(name))),
+    st.tuples(st.just("-j"), not_a_job),
+    st.tuples(st.just("-j"), hostile_ids.map(lambda bad: f"rennes:{bad}")),
+    st.tuples(st.just("-j"), huge.map(lambda n: f"rennes:{n}0000000000")),  # beyond any OAR job id
 ))
 def test_hostile_values_are_refused_before_any_request(counting_api: CountingApi, ssh_trap: tuple[str, Path],
                                                        case: tuple[str, str]) -> None:
     option, value = case
-    base = ["-w", "1:00"] if option == "-n" else ["-n", "2", "-w", "1:00"] if option != "-w" else ["-n", "2"]
+    base = (["-w", "1:00"] if option == "-n" else ["-n", "2"] if option in ("-w", "-j")
+            else ["-n", "2", "-w", "1:00"])
     assert_refused_untouched(*run_for_real([*base, option, value], counting_api, ssh_trap))
 
 

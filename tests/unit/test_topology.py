@@ -161,7 +161,7 @@ def test_the_originals_address_placeholders_mean_no_address() -> None:
       </host></cluster></site></deployment>"""
     topo = Topology.from_xml(xml)
     assert [vm.ip for vm in topo.vms()] == [None, None, None]
-    with pytest.raises(UsageError, match="invalid ip 'X.X.X.Y'"):
+    with pytest.raises(UsageError, match=r"invalid ip 'X\.X\.X\.Y'"):
         Topology.from_xml(one_vm("ip='X.X.X.Y'"))
 
 
