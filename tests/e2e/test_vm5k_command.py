@@ -202,6 +202,17 @@ def test_n_by_hosts_spreads_evenly(testbed: LabTestbed, tmp_path: Path, destroye
         per_host[row["host"]] = per_host.get(row["host"], 0) + 1
     assert sorted(per_host.values()) == [2, 2]
     assert {row["state"] for row in rows} == {"OK"}
+    # the VMs' host keys were recorded in the outdir at first contact and are checked from then on: a VM
+    # whose key changes (another machine at its address, to ssh) is refused, the others still answer
+    key = "/etc/dropbear/dropbear_ed25519_host_key"
+    new_key = (f"rm -f {key}; dropbearkey -t ed25519 -f {key} >/dev/null 2>&1; "
+               "kill $(cat /run/dropbear.pid); sleep 0.5; "  # the listener: this session lives on
+               f"dropbear -s -p 22 -P /run/dropbear.pid -r {key}")
+    assert ssh_vm(out, "vm-1", new_key).returncode == 0
+    time.sleep(1)
+    refused = ssh_vm(out, "vm-1", "true")
+    assert refused.returncode != 0 and "Host key verification failed" in refused.stderr, refused.stderr
+    assert ssh_vm(out, "vm-2", "hostname").stdout.strip() == "vm-2"
 
 
 def test_keep_job_then_a_new_fleet_in_the_same_reservation_with_j(testbed: LabTestbed, tmp_path: Path,
