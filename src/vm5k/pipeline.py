@@ -197,8 +197,11 @@ def network_step(ctx: RunContext) -> Topology:
 
 
 def vms_step(ctx: RunContext) -> Topology:
-    settings = ctx.hypervisor_settings(ctx.topology)
-    topo = ctx.topology
+    # a resumed run: the VMs of a host that died in an earlier attempt go to the hosts that are OK
+    topo = evacuate_ko_hosts(ctx, ctx.topology, "earlier in this run")
+    if topo is not ctx.topology:
+        ctx.save(topo)
+    settings = ctx.hypervisor_settings(topo)
     topo = ctx.run_async(lambda ssh: deploy_vms(topo, ssh, settings, ctx.reporter.hypervisor))
     outdir.write_atomic(ctx.outdir / outdir.FINAL_XML, topo.to_xml())
     if ctx.record.plot:

@@ -3,8 +3,8 @@
 Injected by killing the node's init, by the PID the testbed records for it: the kernel then ends every
 process of the node (sshd, libvirtd, its VMs), as a machine that loses power. vm5k reports that host KO and
 its VMs KO with why (they are not moved: a VM whose host died mid-creation is reported, the rest of the
-fleet is fine, and ``--resume`` gives KO VMs another chance on hosts that are OK). A destroy while the node
-is still dead says honestly that it could not clean it; once the node is back, a second destroy does.
+fleet is fine, and ``--resume`` gives them another chance on the hosts that are OK). A destroy while the
+node is still dead says honestly that it could not clean it; once the node is back, a second destroy does.
 """
 
 from __future__ import annotations
@@ -61,6 +61,17 @@ def test_a_node_dying_during_vm_creation_takes_only_its_vms_and_destroy_says_wha
             assert row["state"] == "OK" and ssh_vm(out, vm).stdout.strip() == vm
     assert record(out)["status"] == "failed" and record(out)["message"] == "1 VMs KO"
     run = run_id(out)
+    (lost_vm,) = lost
+
+    # resumed while the node is still dead: the lost VM goes to a host that is OK, and the fleet is whole
+    resumed = runs.run("--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"1 hosts failed earlier in this run ({victim}): their 1 VMs now run on the other hosts" \
+        in resumed.stderr
+    vms = vms_of(out)
+    assert {row["state"] for row in vms.values()} == {"OK"} and vms[lost_vm]["host"] != victim
+    assert ssh_vm(out, lost_vm).stdout.strip() == lost_vm
+    assert record(out)["status"] == "done"
 
     # the node is still dead: destroy ends the reservation but must not claim the node is clean
     first = runs.run("--destroy", str(out))
