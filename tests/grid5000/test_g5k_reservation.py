@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 import pytest
 from g5k_helpers import T0, jobs_on, make_platform, request_for
@@ -104,6 +105,38 @@ def test_could_run_at_is_followed(server: ServerHandle, platform: Grid5000Platfo
     start = server.testbed.find_job("lyon", job.id).scheduled_at
     assert start >= T0 + 3600 + 30 + 3600  # after bob's second job
     assert len(jobs_on(server, f"vm5k-{topo.meta['run_id']}")) == 1
+
+
+def test_five_refusals_in_a_row_stop_with_oars_answer_and_no_job(
+        server: ServerHandle, platform: Grid5000Platform, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each time vm5k is about to submit, bob takes a taurus node at vm5k's planned start: OAR refuses,
+    vm5k plans again from the date OAR proposes, five times, then stops with OAR's answer."""
+    from vm5k.platforms.grid5000 import platform as platform_module
+    from vm5k.platforms.grid5000.oar import ReservationRefused, paris_date
+
+    bob = Grid5000(uri=server.url)
+    bob.session.headers["X-Api-User-CN"] = "bob"
+    bob.sites["lyon"].jobs.create({"resources": "{cluster='taurus'}/nodes=ALL,walltime=1:00:00",
+                                   "command": "sleep 86400", "name": "bob-busy"})
+    real_submit = platform_module.submit_plan
+    taken: list[int] = []
+
+    def bob_first(api, plan, how):  # type: ignore[no-untyped-def]
+        taken.append(plan.start)
+        bob.sites["lyon"].jobs.create({"resources": "{cluster='taurus'}/nodes=1,walltime=1:00:00",
+                                       "reservation": paris_date(plan.start), "name": f"bob-{len(taken)}"})
+        return real_submit(api, plan, how)
+
+    monkeypatch.setattr(platform_module, "submit_plan", bob_first)
+    request = request_for(server, "-n", "4", "-r", "taurus:12", "-w", "1:00:00")
+    topo = platform.plan(request.topology, request)
+    with caplog.at_level(logging.INFO, logger="vm5k"), \
+            pytest.raises(ReservationRefused, match="OAR on lyon refused the reservation"):
+        platform.reserve(topo)
+    assert len(taken) == 5 and taken == sorted(set(taken))  # five tries, each later than the last
+    assert caplog.text.count("planning again from") == 4
+    assert jobs_on(server, f"vm5k-{topo.meta['run_id']}") == []
 
 
 def test_one_site_failing_deletes_the_others(server: ServerHandle, platform: Grid5000Platform) -> None:
