@@ -28,6 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from g5k_testbed.lab.cgroups import memory_file
+from g5k_testbed.lab.layout import Layout
 from lab_fixtures import (
     LabTestbed,
     bring_down,
@@ -67,7 +69,11 @@ def pss_kib(pid: int) -> tuple[int, int]:
 
 
 def cgroup_of(testbed: LabTestbed, node: str) -> Path:
-    return Path("/sys/fs/cgroup/memory/vm5k-testbed") / testbed.status["testbed_id"] / node.split(".")[0]
+    return Layout(testbed.state_dir).node_cgroup(node.split(".")[0])
+
+
+def memory_usage(cgroup: Path) -> int:
+    return int(memory_file(cgroup, "usage").read_text())
 
 
 def qemu_cpu_seconds(name: str) -> float | None:
@@ -112,7 +118,7 @@ def bench_up(counts: list[int]) -> list[dict[str, Any]]:
             pss = []
             for node in testbed.nodes:
                 cgroup = cgroup_of(testbed, node)
-                usages.append(int((cgroup / "memory.usage_in_bytes").read_text()))
+                usages.append(memory_usage(cgroup))
                 pss.append(sum(pss_kib(pid)[0] for pid in node_processes(cgroup)) * 1024)
             first = time.monotonic()
             probe = "virsh -q -c qemu:///system domcapabilities --virttype qemu > /dev/null"
@@ -152,7 +158,7 @@ def bench_vms(counts: list[int]) -> list[dict[str, Any]]:
         cgroup = cgroup_of(testbed, node)
         serial_no = 0
         for count in counts:
-            base = int((cgroup / "memory.usage_in_bytes").read_text())
+            base = memory_usage(cgroup)
             vms = []
             start = time.monotonic()
             for _ in range(count):
@@ -173,7 +179,7 @@ def bench_vms(counts: list[int]) -> list[dict[str, Any]]:
             time.sleep(2)
             qemus = {pid: comm for pid, comm in node_processes(cgroup).items() if comm.startswith("qemu")}
             sizes = [pss_kib(pid) for pid in qemus]
-            grown = int((cgroup / "memory.usage_in_bytes").read_text()) - base
+            grown = memory_usage(cgroup) - base
             row = {"vms": count, "create_s": round(created, 2), "ssh_s": [round(s, 1) for s in ready],
                    "all_ssh_s": round(max(ready), 1), "guest_uptime_at_sshd": uptimes, "qemu_cpu_s": cpu,
                    "qemu_pss_bytes": int(statistics.mean(p for p, _ in sizes) * 1024),

@@ -51,8 +51,9 @@ def lab_available() -> str | None:
     for tool in ("ip", "nsenter", "unshare", "dnsmasq", "sshd", "libvirtd", "qemu-system-x86_64", "nc"):
         if shutil.which(tool) is None:
             return f"{tool} missing (run scripts/setup.sh)"
-    if not Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists():
-        return "no cgroup v1 memory controller"
+    from g5k_testbed.lab import cgroups
+    if not cgroups.available():
+        return "no memory cgroup controller (v1 or v2)"
     return None
 
 

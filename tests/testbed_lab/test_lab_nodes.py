@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from g5k_testbed.lab.cgroups import memory_file
+from g5k_testbed.lab.layout import Layout
 from lab_fixtures import LabTestbed
 
 pytestmark = pytest.mark.integration
@@ -122,9 +124,9 @@ def test_node_memory_is_limited_by_its_cgroup(lab_testbed: LabTestbed) -> None:
     node = status["nodes"][0]
     total = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
     assert 0 < node["memory_limit"] < total
-    cgroup = Path("/sys/fs/cgroup/memory/vm5k-testbed") / status["testbed_id"] / node["name"].split(".")[0]
-    assert int((cgroup / "memory.limit_in_bytes").read_text()) == node["memory_limit"]
-    assert int((cgroup.parent / "memory.limit_in_bytes").read_text()) < total
+    cgroup = Layout(lab_testbed.state_dir).node_cgroup(node["name"].split(".")[0])
+    assert int(memory_file(cgroup, "limit").read_text()) == node["memory_limit"]
+    assert int(memory_file(cgroup.parent, "limit").read_text()) < total
     names = set()
     for pid in (cgroup / "cgroup.procs").read_text().split():
         try:

@@ -181,3 +181,53 @@ def test_bad_input_is_one_line_and_status_2(args: list[str], tmp_path: Path) -> 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vm5k-testbed: error: "), proc.stderr
     assert not state.exists()
+
+
+def fake_hierarchy(root: Path, version: int) -> Path:
+    """A folder shaped like the top of a cgroup hierarchy: v1's memory controller, or v2 (unified).
+
+    The kernel makes a cgroup's files itself; here only the files the testbed reads or writes are there.
+    cgroup v2 cannot be mounted with the memory controller on this machine (v1 holds it): this checks
+    which files the testbed uses for each version, the kernel's own behaviour is checked by the
+    integration tests (with v1, here).
+    """
+    if version == 1:
+        (root / "memory").mkdir(parents=True)
+        (root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+        return root / "memory"
+    root.mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (root / "cgroup.subtree_control").write_text("cpu pids\n")
+    return root
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_node_memory_limits_with_cgroup_v1_or_v2(tmp_path: Path, version: int) -> None:
+    from g5k_testbed.lab import cgroups
+    from g5k_testbed.lab.layout import memory_cgroup_root
+    from g5k_testbed.lab.runtime import Runtime
+
+    fs = tmp_path / "cgroup"
+    hierarchy = fake_hierarchy(fs, version)
+    assert memory_cgroup_root(fs) == hierarchy
+    node = hierarchy / "vm5k-testbed" / "abc123" / "paradoxe-1"
+    runtime = Runtime(Layout(tmp_path / "state"))
+    assert cgroups.is_v2(node) is (version == 2)
+    assert cgroups.ensure(runtime, node, 4 << 30) == 4 << 30
+    limit, usage = ("memory.max", "memory.current") if version == 2 else ("memory.limit_in_bytes",
+                                                                            "memory.usage_in_bytes")
+    assert (node / limit).read_text() == str(4 << 30)
+    (node / usage).write_text("12345\n")
+    assert cgroups.usage(node) == 12345
+    if version == 2:  # every cgroup above the node hands the memory controller down to its children
+        for folder in (hierarchy, node.parent.parent, node.parent):
+            assert "memory" in (folder / "cgroup.subtree_control").read_text().replace("+", " ").split()
+    assert f"cgroup:{node}" in runtime.read()["resources"]
+
+
+def test_no_memory_controller_means_no_testbed(tmp_path: Path) -> None:
+    from g5k_testbed.lab.layout import memory_cgroup_root
+
+    (tmp_path / "cgroup.controllers").write_text("cpu io pids\n")  # v2 without memory
+    assert memory_cgroup_root(tmp_path) is None
+    assert memory_cgroup_root(tmp_path / "nothing") is None

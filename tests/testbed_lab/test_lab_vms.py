@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from g5k_testbed.lab.cgroups import memory_file
+from g5k_testbed.lab.layout import Layout
 from lab_fixtures import LabTestbed, create_vm, destroy_vm, prepare_bridge, serial, subnet_pairs, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -112,7 +114,7 @@ def test_vm_gets_its_address_by_dhcp_and_answers_ssh_through_its_node(lab_testbe
 
 
 def oom_kills(cgroup: Path) -> int:
-    for line in (cgroup / "memory.oom_control").read_text().splitlines():
+    for line in memory_file(cgroup, "events").read_text().splitlines():
         if line.startswith("oom_kill "):
             return int(line.split()[1])
     return 0
@@ -120,9 +122,8 @@ def oom_kills(cgroup: Path) -> int:
 
 def test_a_vm_beyond_its_node_memory_fails_alone(lab_testbed: LabTestbed) -> None:
     node = lab_testbed.nodes[1]
-    status = lab_testbed.refresh()
-    cgroup = Path(f"/sys/fs/cgroup/memory/vm5k-testbed/{status['testbed_id']}/{node.split('.')[0]}")
-    limit_file = cgroup / "memory.limit_in_bytes"
+    cgroup = Layout(lab_testbed.state_dir).node_cgroup(node.split(".")[0])
+    limit_file = memory_file(cgroup, "limit")
     original = limit_file.read_text().strip()
     job = reserve(lab_testbed, f"{{network_address in ('{node}')}}/nodes=1+slash_22=1", "lab-oom")
     vm = None
@@ -131,7 +132,7 @@ def test_a_vm_beyond_its_node_memory_fails_alone(lab_testbed: LabTestbed) -> Non
         prepare_bridge(lab_testbed, node)
         vm = create_vm(lab_testbed, node, "lab-vm-big", mac, ip, memory_mib=768)
         wait_ready(lab_testbed, vm)
-        usage = int((cgroup / "memory.usage_in_bytes").read_text())
+        usage = int(memory_file(cgroup, "usage").read_text())
         limit_file.write_text(str(usage + (200 << 20)))
         kills_before = oom_kills(cgroup)
         fill = ("mkdir -p /mnt/fill && mount -t tmpfs -o size=600m tmpfs /mnt/fill && "

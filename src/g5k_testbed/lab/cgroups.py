@@ -1,4 +1,4 @@
-"""Memory limits of the nodes (cgroup v1 memory controller, as on this machine).
+"""Memory limits of the nodes, with cgroup v1's memory controller (this machine) or cgroup v2's.
 
     <memory>/vm5k-testbed/<id>            the whole testbed: at most the machine's memory minus a reserve
     <memory>/vm5k-testbed/<id>/<node>     one node: its daemons, its VMs (QEMU runs in libvirtd's cgroup
@@ -7,6 +7,11 @@
 When VMs ask for more than a node (or the testbed) may use, the kernel's OOM killer ends a QEMU inside that
 cgroup: the VM fails, the machine and the other nodes do not. The API still advertises the nodes' real
 reference hardware.
+
+The two versions differ only in file names (`memory.limit_in_bytes`/`memory.max`,
+`memory.usage_in_bytes`/`memory.current`) and in one rule of v2: a cgroup's children get the memory
+controller only when the cgroup lists it in its `cgroup.subtree_control` (the testbed's own cgroups hold no
+process, which v2 requires of a cgroup that hands controllers down).
 """
 
 from __future__ import annotations
@@ -16,16 +21,36 @@ import os
 import signal
 from pathlib import Path
 
-from .layout import MEMORY_CGROUP_ROOT, Layout
+from .layout import Layout, memory_cgroup_root
 from .procs import wait_until
 from .runtime import Runtime
 
 RESERVE_FRACTION = 0.10
 RESERVE_MIN = 1 << 30
+#: the same facts under each version's names ("events" holds an ``oom_kill N`` line in both)
+V1_FILES = {"limit": "memory.limit_in_bytes", "usage": "memory.usage_in_bytes",
+            "events": "memory.oom_control"}
+V2_FILES = {"limit": "memory.max", "usage": "memory.current", "events": "memory.events"}
 
 
 def available() -> bool:
-    return (MEMORY_CGROUP_ROOT / "memory.limit_in_bytes").exists()
+    return memory_cgroup_root() is not None
+
+
+def is_v2(path: Path) -> bool:
+    """Whether `path` (made or not yet) lies in a cgroup v2 hierarchy: the nearest folder that tells
+    (a v1 memory cgroup has memory.limit_in_bytes, every v2 cgroup has cgroup.controllers)."""
+    for folder in (path, *path.parents):
+        if (folder / V1_FILES["limit"]).exists():
+            return False
+        if (folder / "cgroup.controllers").exists():
+            return True
+    return False
+
+
+def memory_file(path: Path, what: str) -> Path:
+    """The file of cgroup `path` that holds `what` (``limit``, ``usage``, ``events``), in its version."""
+    return path / (V2_FILES if is_v2(path) else V1_FILES)[what]
 
 
 def machine_budget() -> int:
@@ -45,15 +70,30 @@ def _write(path: Path, value: str) -> None:
 
 def ensure(runtime: Runtime, path: Path, limit: int) -> int:
     """Create a memory cgroup (recorded first), set its limit and return it as the kernel applied it
-    (rounded to pages); hierarchical accounting is on."""
+    (rounded to pages); hierarchical accounting is on (always, with v2)."""
     runtime.record(f"cgroup:{path}", "cgroup", path=str(path))
+    if is_v2(path):
+        _delegate_memory(path)
     path.mkdir(parents=True, exist_ok=True)
     use_hierarchy = path / "memory.use_hierarchy"
     if use_hierarchy.exists() and use_hierarchy.read_text().strip() != "1":
         with contextlib.suppress(OSError):  # only settable on an empty cgroup; the parent's value wins
             _write(use_hierarchy, "1")
-    _write(path / "memory.limit_in_bytes", str(limit))
-    return int((path / "memory.limit_in_bytes").read_text())
+    limit_file = memory_file(path, "limit")
+    _write(limit_file, str(limit))
+    return int(limit_file.read_text())
+
+
+def _delegate_memory(path: Path) -> None:
+    """cgroup v2: each cgroup above `path`, from the hierarchy's root down (made when missing), hands the
+    memory controller down to its children."""
+    chain = list(reversed(path.parents))
+    top = next((i for i, folder in enumerate(chain) if (folder / "cgroup.controllers").exists()), len(chain))
+    for folder in chain[top:]:
+        folder.mkdir(exist_ok=True)
+        control = folder / "cgroup.subtree_control"
+        if "memory" not in (control.read_text().split() if control.exists() else ()):
+            _write(control, "+memory")
 
 
 def ensure_testbed(layout: Layout, runtime: Runtime) -> int:
@@ -92,7 +132,7 @@ def procs(path: Path) -> list[int]:
 
 def usage(path: Path) -> int | None:
     try:
-        return int((path / "memory.usage_in_bytes").read_text())
+        return int(memory_file(path, "usage").read_text())
     except (FileNotFoundError, ValueError):
         return None
 

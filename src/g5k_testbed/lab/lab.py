@@ -50,7 +50,8 @@ def check_machine() -> None:
     if missing:
         raise LabError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
     if not cgroups.available():
-        raise LabError("no cgroup v1 memory controller at /sys/fs/cgroup/memory: nodes need memory limits")
+        raise LabError("no memory cgroup controller (cgroup v1 at /sys/fs/cgroup/memory, or v2 with memory "
+                       "in /sys/fs/cgroup/cgroup.controllers): nodes need memory limits")
 
 
 def fix_kvm_device() -> None:

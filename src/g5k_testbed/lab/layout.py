@@ -5,7 +5,7 @@ testbeds with different state folders never collide, and `down` finds exactly wh
 
     network namespaces  vtb-<id>-bb (backbone), vtb-<id>-<site> (site router, bridges, DNS/DHCP),
                         vtb-<id>-<node uid> (one per node)
-    memory cgroup       <memory mount>/vm5k-testbed/<id>/<node uid>
+    memory cgroup       <memory hierarchy>/vm5k-testbed/<id>/<node uid>   (cgroup v1 or v2)
     files               <state>/... (below)
 
 Interface names only need to be unique inside their namespace, so bridges are plain `br-prod`,
@@ -25,10 +25,23 @@ DEFAULT_STATE_DIR = Path("/var/lib/vm5k-testbed/default")
 CACHE_DIR = Path("/var/cache/vm5k-testbed")
 VIRT_IMAGES = Path("/grid5000/virt-images")
 DEFAULT_IMAGE_NAME = "debian12-x64-min"
-MEMORY_CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+CGROUP_FS = Path("/sys/fs/cgroup")
 
 # Characters that would break an overlay mount option list or an SSH config line.
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@-]*$")
+
+
+def memory_cgroup_root(cgroup_fs: Path = CGROUP_FS) -> Path | None:
+    """Where the testbed makes its memory cgroups: the cgroup v1 memory controller's hierarchy (this
+    machine, and systems booted with v1), or the unified v2 hierarchy when it has the memory controller
+    (a stock Debian 12 with systemd); None when there is neither."""
+    if (cgroup_fs / "memory" / "memory.limit_in_bytes").exists():
+        return cgroup_fs / "memory"
+    try:
+        controllers = (cgroup_fs / "cgroup.controllers").read_text().split()
+    except OSError:
+        return None
+    return cgroup_fs if "memory" in controllers else None
 
 
 def testbed_id(state_dir: Path) -> str:
@@ -116,7 +129,7 @@ class Layout:
 
     @property
     def cgroup_dir(self) -> Path:
-        return MEMORY_CGROUP_ROOT / "vm5k-testbed" / self.id
+        return (memory_cgroup_root() or CGROUP_FS / "memory") / "vm5k-testbed" / self.id
 
     def node_cgroup(self, uid: str) -> Path:
         return self.cgroup_dir / uid
