@@ -31,6 +31,7 @@ from vm5k.errors import UsageError
 from vm5k.planning.availability import Availability, valid_starts
 from vm5k.planning.demand import Demand
 from vm5k.planning.inventory import Inventory, NodeSpec
+from vm5k.planning.selection import select
 from vm5k.topology import natural_key
 
 
@@ -55,7 +56,7 @@ def substitutes(inventory: Inventory, availability: Availability, demand: Demand
             unavailable.append((node, usage.state))
     if not unavailable:
         return []
-    banned = {inventory.resolve(name) for name in demand.blacklist}
+    eligible = select(inventory, demand).eligible  # VM-capable, in the queue, not blacklisted
     taken = set(demand.hosts)
     t0 = max(availability.now, demand.not_before or 0)
     remaps = []
@@ -63,8 +64,8 @@ def substitutes(inventory: Inventory, availability: Availability, demand: Demand
         vms = demand.assigned.get(node.fqdn, ())
         need_mem, need_cpu = sum(vm.mem for vm in vms), sum(vm.n_cpu for vm in vms)
         best: tuple[int, tuple[object, ...], NodeSpec] | None = None
-        for other in inventory.clusters[node.cluster].nodes:
-            if other.fqdn in taken or not _eligible(other, inventory, banned, demand.queue):
+        for other in eligible.get(node.cluster, ()):
+            if other.fqdn in taken:
                 continue
             usage = availability.sites[node.site].nodes.get(other.fqdn)
             if usage is None or not usage.usable:
@@ -84,8 +85,3 @@ def substitutes(inventory: Inventory, availability: Availability, demand: Demand
         remaps.append(Remap(node.fqdn, state, best[2].fqdn, len(vms)))
     return remaps
 
-
-def _eligible(node: NodeSpec, inventory: Inventory, banned: set[tuple[str, str]], queue: str) -> bool:
-    cluster = inventory.clusters[node.cluster]
-    return (node.usable_for_vms and queue in (node.queues or cluster.queues)
-            and not {("host", node.fqdn), ("cluster", node.cluster), ("site", node.site)} & banned)
