@@ -36,8 +36,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
 from vm5k.hypervisor import (
     RunSettings,
     VmNetwork,
@@ -49,6 +47,7 @@ from vm5k.hypervisor import (
 )
 from vm5k.hypervisor.images import distribute, load_image
 from vm5k.hypervisor.layout import HostLayout
+from vm5k.keys import ensure_run_key
 from vm5k.remote import SshRunner, SshSettings
 from vm5k.topology import VM, Host, Topology
 
@@ -75,10 +74,7 @@ class Bench:
         self.status = status
         self.node = status["nodes"][0]["name"]
         self.image = status["image"]
-        key = asyncssh.generate_private_key("ssh-ed25519", comment="vm5k-bench")
-        self.key = folder / "id_ed25519"
-        self.key.write_bytes(key.export_private_key())
-        self.key.chmod(0o600)
+        self.key, self.public = ensure_run_key(folder, "vm5k-bench")
         self.ssh = SshSettings(config_files=(Path(status["ssh_config"]),), known_hosts=folder / "known_hosts",
                                record_new_host_keys=True, command_timeout=900)
         from grid5000 import Grid5000
@@ -86,7 +82,6 @@ class Bench:
         subnet = Grid5000(uri=status["api"]).sites[status["nodes"][0]["site"]].g5ksubnet
         self.network = VmNetwork(mode="kavlan", cidr=subnet["network"], gateway=subnet["gateway"],
                                  service_address=pair(1000)[0])
-        self.public = key.export_public_key().decode()
 
     def settings(self, run_id: str, **changes: Any) -> RunSettings:
         base = RunSettings(run_id=run_id, public_key=self.public, private_key=str(self.key),
