@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from g5k_helpers import T0, jobs_on, request_for
@@ -15,6 +16,7 @@ from vm5k.planning import SECURITY_MARGIN
 from vm5k.platforms.grid5000 import Grid5000Platform
 from vm5k.platforms.grid5000.oar import paris_date
 from vm5k.platforms.grid5000.record import RunRecord
+from vm5k.request import Request
 
 RESOURCE_LINE = re.compile(r"^(\{[^}]*\}/nodes=\d+\+?)+(slash_22=\d+|\{type='kavlan(-global)?'\}/vlan=1)?"
                            r",walltime=\d+:\d\d:\d\d$")
@@ -24,6 +26,15 @@ def plan(platform: Grid5000Platform, server: ServerHandle, *args: str) -> tuple[
     request = request_for(server, *args)
     topo = platform.plan(request.topology, request)
     return RunRecord.load(topo), platform.plan_text(topo), topo
+
+
+def file_request(server: ServerHandle, tmp_path: Path, xml: str) -> Request:
+    """The Request of ``vm5k -i <a file holding xml> -w 1:00:00`` against the testbed's API."""
+    path = tmp_path / "topo.xml"
+    path.write_text(xml)
+    request, _ = parse_request(["-i", str(path), "-w", "1:00:00", "-o", str(tmp_path / "out"),
+                                "--api", server.url])
+    return request
 
 
 def test_rennes_vm_sized_plan_prints_start_request_and_placement(platform: Grid5000Platform,
@@ -135,13 +146,11 @@ def test_exotic_clusters_only_when_named(platform: Grid5000Platform, server: Ser
 
 
 def test_topology_file_names_its_hosts(platform: Grid5000Platform, server: ServerHandle, tmp_path) -> None:
-    path = tmp_path / "topo.xml"
-    path.write_text('<vm5k><site id="lyon"><cluster id="taurus"><host id="taurus-5">'
-                    '<vm id="a" mem="2048"/><vm id="b"/></host></cluster></site>'
-                    '<site id="nancy"><cluster id="gros"><host id="gros-7.nancy.grid5000.fr"/>'
-                    '</cluster></site><vm id="c"/></vm5k>')
-    request, _ = parse_request(["-i", str(path), "-w", "1:00:00", "-o", str(tmp_path / "out"),
-                                "--api", server.url])
+    request = file_request(server, tmp_path,
+                           '<vm5k><site id="lyon"><cluster id="taurus"><host id="taurus-5">'
+                           '<vm id="a" mem="2048"/><vm id="b"/></host></cluster></site>'
+                           '<site id="nancy"><cluster id="gros"><host id="gros-7.nancy.grid5000.fr"/>'
+                           '</cluster></site><vm id="c"/></vm5k>')
     topo = platform.plan(request.topology, request)
     record = RunRecord.load(topo)
     assert record.plan is not None
@@ -177,12 +186,9 @@ def test_a_named_host_oar_reports_dead_gives_its_vms_to_another_node_of_its_clus
     gk.sites["lyon"].jobs.create({"resources": "{network_address in ('taurus-1.lyon.grid5000.fr')}/nodes=1,"
                                   "walltime=2:00:00", "command": "sleep 86400", "name": "someone-else"})
     server.advance(2)
-    path = tmp_path / "topo.xml"
-    path.write_text('<vm5k><site id="lyon"><cluster id="taurus">'
-                    '<host id="taurus-5"><vm id="a" mem="2048"/><vm id="b"/></host>'
-                    '<host id="taurus-6"><vm id="c"/></host></cluster></site></vm5k>')
-    request, _ = parse_request(["-i", str(path), "-w", "1:00:00", "-o", str(tmp_path / "out"),
-                                "--api", server.url])
+    request = file_request(server, tmp_path, '<vm5k><site id="lyon"><cluster id="taurus">'
+                           '<host id="taurus-5"><vm id="a" mem="2048"/><vm id="b"/></host>'
+                           '<host id="taurus-6"><vm id="c"/></host></cluster></site></vm5k>')
     topo = platform.plan(request.topology, request)
     record = RunRecord.load(topo)
     assert record.plan is not None and record.plan.start == T0 + 2  # now: not after the busy node
@@ -199,11 +205,8 @@ def test_a_named_host_is_remapped_only_when_its_cluster_has_another_node(
         platform: Grid5000Platform, server: ServerHandle, tmp_path) -> None:
     taurus = [f"taurus-{i}.lyon.grid5000.fr" for i in range(1, 17)]
     server.testbed.faults.reconfigure({"dead_nodes": taurus})
-    path = tmp_path / "topo.xml"
-    path.write_text('<vm5k><site id="lyon"><cluster id="taurus"><host id="taurus-5"><vm id="a"/></host>'
-                    '</cluster></site></vm5k>')
-    request, _ = parse_request(["-i", str(path), "-w", "1:00:00", "-o", str(tmp_path / "out"),
-                                "--api", server.url])
+    request = file_request(server, tmp_path, '<vm5k><site id="lyon"><cluster id="taurus">'
+                           '<host id="taurus-5"><vm id="a"/></host></cluster></site></vm5k>')
     with pytest.raises(UsageError) as caught:
         platform.plan(request.topology, request)
     assert ("host taurus-5.lyon.grid5000.fr is dead in OAR and no other node of cluster taurus can take its "

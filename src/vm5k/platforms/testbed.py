@@ -104,39 +104,43 @@ def parse_status(text: str) -> TestbedInfo | None:
     if not isinstance(data, dict) or not data.get("api") or not data.get("ssh_config"):
         return None
     state = str(data.get("state") or "up")
-    api = (data.get("pids") or {}).get("api") if isinstance(data.get("pids"), dict) else None
-    api_alive = api.get("alive", True) if isinstance(api, dict) else state == "up"
-    if state not in ("up", "degraded") or not api_alive:
+    pids = data.get("pids") if isinstance(data.get("pids"), dict) else {}
+    api = pids.get("api") if isinstance(pids.get("api"), dict) else {}
+    if state not in ("up", "degraded") or not api.get("alive", state == "up"):
         return None
     nodes = tuple(node for node in data.get("nodes") or () if isinstance(node, dict))
     return TestbedInfo(str(data["api"]), str(data["ssh_config"]), data.get("image"), data.get("state_dir"),
                        nodes, state)
 
 
-def exists(state_dir: str | None = None) -> bool:
-    """Whether a testbed is recorded in `state_dir` (up, degraded, or with its API down)."""
-    done = _run(["status", "--json", *_state_args(state_dir)], timeout=120)
+def recorded(text: str) -> bool:
+    """Whether ``status --json`` output describes a testbed at all (up, degraded, or with its API down)."""
     try:
-        return json.loads(done.stdout).get("state") not in (None, "down")
+        return json.loads(text).get("state") not in (None, "down")
     except (ValueError, AttributeError):
         return False
 
 
-def status(state_dir: str | None = None) -> TestbedInfo | None:
-    """The running testbed, or None."""
+def _status_text(state_dir: str | None) -> str:
     done = _run(["status", "--json", *_state_args(state_dir)], timeout=120)
     if not done.stdout.strip():  # `status` exits 1 when the testbed is not up, but still says so in JSON
         raise PlatformError(f"vm5k-testbed status failed: {_last_line(done.stderr)}")
-    return parse_status(done.stdout)
+    return done.stdout
+
+
+def status(state_dir: str | None = None) -> TestbedInfo | None:
+    """The running testbed, or None."""
+    return parse_status(_status_text(state_dir))
 
 
 def ensure_testbed(site: str | None, nodes: int, state_dir: str | None = None) -> TestbedInfo:
     """The running testbed, used as it is; started (with `nodes` nodes of `site`) when there is none, and
     restarted as it is (its nodes unchanged) when it is degraded."""
-    info = status(state_dir)
+    text = _status_text(state_dir)
+    info = parse_status(text)
     if info is not None and info.state == "up":
         return info
-    if info is not None or exists(state_dir):
+    if info is not None or recorded(text):
         # `up` again restarts what is not running (dead nodes, its API) and keeps the testbed's nodes
         why = f"{', '.join(info.not_up)} not up" if info is not None else "its API is down"
         log.warning("the embedded testbed is degraded (%s): restarting it (vm5k-testbed up)", why)
