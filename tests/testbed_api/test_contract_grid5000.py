@@ -8,6 +8,7 @@ from grid5000.exceptions import Grid5000AuthenticationError, Grid5000CreateError
 
 from g5k_testbed.auth import AuthConfig
 from g5k_testbed.http_server import ServerHandle, start_server
+from waiting import wait_for
 
 from .conftest import T0, make_config
 
@@ -92,7 +93,8 @@ def test_vlans_and_deployment(server: ServerHandle, gk: Grid5000) -> None:
     assert dep.status == "processing" and dep.uid.startswith("D-")
     assert dep.key.startswith(server.url + "/sites/rennes/files/alice-key-")
     server.advance(10)
-    dep.refresh()
+    # Kadeploy's workers are threads: the deployment ends once they have all reported, so wait for that.
+    wait_for(lambda: (dep.refresh(), dep.status)[1] != "processing", 5, 0.02)
     assert dep.status == "terminated"
     assert {n: r["state"] for n, r in dep.result.items()} == dict.fromkeys(job.assigned_nodes, "OK")
     in_vlan = sorted(n.uid for n in site.vlans["4"].nodes.list())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,6 +14,7 @@ from grid5000.exceptions import Grid5000CreateError
 
 from g5k_testbed.backend import NodeBackend, NullBackend, load_backend
 from g5k_testbed.http_server import ServerHandle, start_server
+from waiting import wait_for
 
 from .conftest import T0, make_config
 
@@ -27,21 +27,13 @@ JOB = {
 }
 
 
-def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    """Deployment workers are threads: give them a moment (never minutes) to report."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
-
-
 def deployment_status(server: ServerHandle, uid: str) -> str:
     return requests.get(f"{server.url}/sites/nancy/deployments/{uid}", headers=HEADERS).json()["status"]
 
 
 def finish_deployment(server: ServerHandle, uid: str, seconds: int = 10) -> None:
     server.advance(seconds)
-    wait_for(lambda: deployment_status(server, uid) != "processing")
+    wait_for(lambda: deployment_status(server, uid) != "processing", 5, 0.02)
 
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
@@ -284,7 +276,7 @@ def test_global_vlan_spans_sites_and_the_ticker_ends_jobs() -> None:
         )
         assert bob.status_code == 403
         handle.testbed.clock.advance(3600)  # no request: the ticker must end the rennes job by itself
-        wait_for(lambda: ("vlan", node, "DEFAULT") in backend.calls)
+        wait_for(lambda: ("vlan", node, "DEFAULT") in backend.calls, 5, 0.02)
         assert requests.get(f"{handle.url}/sites/nancy/vlans/nodes/{node}", headers=HEADERS).json()[
             "vlan"
         ] == ("DEFAULT")

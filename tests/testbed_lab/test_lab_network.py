@@ -5,23 +5,14 @@ a global vlan spans sites. Vlans are taken and released through the API, as vm5k
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
 from lab_fixtures import LabTestbed
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-
-def wait_for(predicate, timeout: float, interval: float = 0.5):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def answers(testbed: LabTestbed, name: str) -> bool:

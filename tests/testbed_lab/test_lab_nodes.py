@@ -14,20 +14,12 @@ import pytest
 from g5k_testbed.lab.cgroups import memory_file
 from g5k_testbed.lab.layout import Layout
 from lab_fixtures import LabTestbed
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 IMAGE = "/grid5000/virt-images/debian12-x64-min.qcow2"
 
-
-def wait_for(predicate, timeout: float, interval: float = 0.5):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def test_status_names_api_config_image_and_nodes(lab_testbed: LabTestbed) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,10 @@ import pytest
 from g5k_testbed.lab.cgroups import memory_file
 from g5k_testbed.lab.layout import Layout
 from lab_fixtures import LabTestbed, create_vm, destroy_vm, prepare_bridge, serial, subnet_pairs, wait_ready
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-
-def wait_for(predicate, timeout: float, interval: float = 0.5):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def reserve(testbed: LabTestbed, resources: str, name: str):  # type: ignore[no-untyped-def]
