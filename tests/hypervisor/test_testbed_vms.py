@@ -100,6 +100,12 @@ def openssh_vm(testbed: LabTestbed, vm: VM, key: Path, command: str) -> subproce
         capture_output=True, text=True, timeout=120, check=False)
 
 
+def known_hosts_lines(folder: Path, address: str) -> list[str]:
+    """The run's recorded host-key lines for a VM's address (port 22: the bare address)."""
+    return [line for line in (folder / "known_hosts").read_text().splitlines()
+            if line.split(" ", 1)[0] == address]
+
+
 def leftovers(testbed: LabTestbed, node: str, layout: HostLayout) -> str:
     """What the run left on a node: its domains, its folder, its dnsmasq, its resolver line."""
     script = (f"virsh -q -c qemu:///system list --all --name | grep -F {layout.domain_prefix} ; "
@@ -207,6 +213,21 @@ def test_subnet_mode_vms_on_two_nodes(lab_testbed: LabTestbed, tmp_path: Path) -
         other = second.destroy(other)
         second = None
         assert leftovers(lab_testbed, nodes[1], other_settings.layout) == ""
+
+        # the same address again in a later run (same outdir): a new instance makes new host keys, and its
+        # recorded line is replaced instead of refusing the VM as an impostor
+        old_line = known_hosts_lines(tmp_path, other_vm.ip)
+        assert len(old_line) == 1
+        third_settings = replace(other_settings, run_id="hvt3")
+        second, other = Deployment(lab_testbed, tmp_path, third_settings), Topology()
+        other.add_host(SITE, "paradoxe", Host(nodes[1]))
+        other.place(tiny_vm(lab_testbed, "vm-1", *pairs[30]), nodes[1])
+        other = second.run(other, setup_hosts, setup_service, deploy_vms)
+        assert ko_vms(other) == [], [vm.reason for vm in ko_vms(other)]
+        new_line = known_hosts_lines(tmp_path, other_vm.ip)
+        assert len(new_line) == 1 and new_line != old_line
+        other = second.destroy(other)
+        second = None
         for vm in topo.vms():  # the first run is untouched
             if vm.state == VM_OK:
                 assert openssh_vm(lab_testbed, vm, key, "true").returncode == 0
