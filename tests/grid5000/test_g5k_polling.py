@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import doctest
 import itertools
-import time
 from typing import Any
 
 import vm5k.platforms.grid5000.polling as polling
@@ -32,11 +31,25 @@ def test_delays_stay_a_small_fraction_of_the_wait_and_reach_the_poll_interval() 
     assert sum(1 for d in delays if d < 10.0) <= 35  # a long wait soon polls at the interval only
 
 
-class EndsAt:
-    """A fake API whose job runs, and whose deployment ends, `seconds` (wall clock) after it was made."""
+class VirtualTime:
+    """A clock that moves only when the code under test sleeps: the waits are measured exactly, in no time."""
 
-    def __init__(self, seconds: float) -> None:
-        self.ready_at = time.monotonic() + seconds
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+class EndsAt:
+    """A fake API whose job runs, and whose deployment ends, `seconds` after it was made."""
+
+    def __init__(self, seconds: float, time: VirtualTime) -> None:
+        self.ready_at = seconds
+        self.time = time
         self.gets = 0
 
     def server_now(self) -> int:
@@ -44,7 +57,7 @@ class EndsAt:
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         self.gets += 1
-        ready = time.monotonic() >= self.ready_at
+        ready = self.time.now >= self.ready_at
         if "/deployments/" in path:
             if not ready:
                 return {"status": "processing"}
@@ -53,20 +66,21 @@ class EndsAt:
 
 
 def test_a_deployment_end_is_noticed_within_a_fraction_of_the_wait() -> None:
-    api = EndsAt(1.6)
+    clock = VirtualTime()
+    api = EndsAt(1.6, clock)
     record = DeploymentRecord("rennes", "D-1", ["node-1.rennes.grid5000.fr"], "debian12-min")
-    start = time.monotonic()
-    wait_deployments(api, [record], poll=10.0)  # type: ignore[arg-type]
-    took = time.monotonic() - start
+    wait_deployments(api, [record], poll=10.0, sleep=clock.sleep)  # type: ignore[arg-type]
     assert record.status == "terminated" and record.ko == {}
-    assert 1.6 <= took < 1.6 + 0.5  # doubling delays (polls at 1, 3 s) noticed it after 3 s
+    # noticed at most an eighth of the wait after the end (doubling delays polled at 1 and 3 s: 1.4 s late)
+    assert 1.6 <= clock.now <= 1.6 * (1 + 1 / 8) + 1e-9
+    assert api.gets <= 6
 
 
 def test_a_job_launch_is_noticed_within_a_fraction_of_a_second() -> None:
-    api = EndsAt(1.1)
+    clock = VirtualTime()
+    api = EndsAt(1.1, clock)
     job = JobRecord("rennes", 1, state="waiting")
-    start = time.monotonic()
-    wait_running(api, [job], report=lambda progress: None, poll=10.0)  # type: ignore[arg-type]
-    took = time.monotonic() - start
+    wait_running(api, [job], report=lambda progress: None, poll=10.0,  # type: ignore[arg-type]
+                 sleep=clock.sleep, clock=clock.clock)
     assert job.state == "running"
-    assert 1.1 <= took < 1.1 + 0.4  # doubling delays (polls at 1, 3 s) noticed it after 3 s
+    assert 1.1 <= clock.now <= 1.1 + FIRST_POLL  # doubling delays (polls at 1, 3 s) noticed it 1.9 s late

@@ -82,7 +82,7 @@ def test_timeout_stops_waiting_and_keeps_partial_output(lab: NsLab, tmp_path: Pa
 
     started = time.monotonic()
     slow, after = run(scenario())
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 25  # not the 31.5 s the command would have taken
     for result in slow:
         assert not result.ok
         assert result.exit_status is None
