@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from lab_fixtures import OWNER_FILE, STATE_ROOT, LabTestbed, lab_available, run_testbed
+from waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -209,9 +210,10 @@ def test_n_by_hosts_spreads_evenly(testbed: LabTestbed, tmp_path: Path, destroye
                "kill $(cat /run/dropbear.pid); sleep 0.5; "  # the listener: this session lives on
                f"dropbear -s -p 22 -P /run/dropbear.pid -r {key}")
     assert ssh_vm(out, "vm-1", new_key).returncode == 0
-    time.sleep(1)
-    refused = ssh_vm(out, "vm-1", "true")
-    assert refused.returncode != 0 and "Host key verification failed" in refused.stderr, refused.stderr
+    # the new listener takes a moment to come up: until then ssh fails for another reason
+    refused = wait_for(lambda: (r := ssh_vm(out, "vm-1", "true")).returncode != 0
+                       and "Host key verification failed" in r.stderr and r, 30, 1)
+    assert "Host key verification failed" in refused.stderr
     assert ssh_vm(out, "vm-2", "hostname").stdout.strip() == "vm-2"
 
 
