@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from vm5k.hypervisor import dnsmasq
 from vm5k.hypervisor.layout import HostLayout
 from vm5k.hypervisor.settings import VmNetwork
 from vm5k.remote import command_line
+from waiting import wait_for
 
 KAVLAN = VmNetwork(mode="kavlan", cidr="10.253.0.0/24", gateway="10.253.0.1", domain="r1.test")
 SUBNET = VmNetwork(mode="subnet", cidr="10.158.0.0/22")
@@ -152,8 +152,7 @@ def test_start_reload_restart_stop(netns: str, base: str) -> None:
     Path(files.conf + ".new").write_text(dnsmasq.config(files, KAVLAN, "10.253.0.10", "r1"))
     again = run_like_ssh(start, netns=netns)
     assert "reloaded" in again.stdout and dnsmasq_pid(layout) == pid  # SIGHUP, not a restart
-    time.sleep(0.3)
-    assert "10.253.0.6" in lookup(netns, "vm-2", "10.253.0.10")
+    wait_for(lambda: "10.253.0.6" in lookup(netns, "vm-2", "10.253.0.10"), 10, 0.1)  # files reread
 
     changed = VmNetwork(mode="kavlan", cidr="10.253.0.0/24", gateway="10.253.0.254")
     Path(files.conf + ".new").write_text(dnsmasq.config(files, changed, "10.253.0.10", "r1"))
