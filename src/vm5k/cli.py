@@ -25,8 +25,8 @@ from typing import Any, NoReturn
 from vm5k import __version__, outdir, render
 from vm5k.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, Vm5kError
 from vm5k.log import add_file_handler, remove_file_handler, setup_logging
-from vm5k.placement import DISTRIBUTIONS, NotEnoughCapacity, check, distribute, max_vms
-from vm5k.request import Request, build_request, format_walltime, parse_vm_template
+from vm5k.placement import DISTRIBUTIONS, NotEnoughCapacity, check, counted_fit, distribute, max_vms
+from vm5k.request import GRID5000, Request, build_request, format_walltime, parse_vm_template
 from vm5k.runstate import check_outdir_reusable
 from vm5k.topology import Host, Topology
 
@@ -351,7 +351,10 @@ def build_max_vms_parser() -> argparse.ArgumentParser:
     where.add_argument("-j", "--job_id", "--job-id", dest="job_id", metavar="JOB_ID",
                        help="the hosts of these jobs (Grid'5000)")
     where.add_argument("-r", "--resources", metavar="RESOURCES",
-                       help="Grid'5000 elements (reference hardware)")
+                       help="Grid'5000 elements (reference hardware); a count (site:N)\n"
+                            "also prints what N of its hosts hold")
+    parser.add_argument("-b", "--blacklisted", metavar="BLACKLISTED",
+                        help="with -r: clusters or hosts left out")
     parser.add_argument("--api", metavar="URL", help="Grid'5000 REST API")
     parser.add_argument("--ssh-config", "--ssh_config", dest="ssh_config", metavar="FILE")
     parser.add_argument("--host-reserve", "--host_reserve", dest="host_reserve", metavar="MIB",
@@ -367,7 +370,10 @@ def build_max_vms_parser() -> argparse.ArgumentParser:
 def _max_vms(argv: Sequence[str]) -> int:
     args = vars(build_max_vms_parser().parse_args(list(argv)))
     template = parse_vm_template(args["vm_template"])
-    keys = ("api", "ssh_config", "host_reserve", "cpu_overcommit", "verbose", "quiet", "job_id", "resources")
+    keys = ("api", "ssh_config", "host_reserve", "cpu_overcommit", "verbose", "quiet", "job_id", "resources",
+            "blacklisted")
+    if args.get("blacklisted") is not None and args.get("resources") is None:
+        raise UsageError("-b goes with -r (it leaves hosts out of the reference hardware)")
     options = {key: args.get(key) for key in keys}
     options["outdir"] = "."
     infile = args.get("infile")
@@ -389,8 +395,18 @@ def _max_vms(argv: Sequence[str]) -> int:
         budget = request.limits.budget(host.capacity)
         if budget.mem is not None and budget.vcpus is not None:
             capacities[host.id] = (budget.mem, budget.vcpus)
-    sys.stdout.write(render.max_vms_text(result, request.limits, capacities))
+    counted = [] if infile is not None or request.jobs else [
+        counted_fit(result, _members(hosts, element.name), f"{element.name}:{element.count}", element.count)
+        for element in request.resources if element.count is not None]
+    sys.stdout.write(render.max_vms_text(result, request.limits, capacities, counted))
     return EXIT_OK
+
+
+def _members(hosts: Sequence[Host], name: str) -> list[str]:
+    """The hosts that a ``-r`` element covers, from the site and cluster the platform gave each host."""
+    return [host.id for host in hosts
+            if name in (GRID5000, host.id, host.id.split(".", 1)[0], host.extra.get("site"),
+                        host.extra.get("cluster"))]
 
 
 def max_vms_main(argv: Sequence[str] | None = None) -> int:

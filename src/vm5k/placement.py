@@ -342,6 +342,30 @@ def max_vms(hosts: Sequence[Host], template: VMTemplate, limits: Limits | None =
     return MaxVms(template, per_host, sum(count or 0 for count in per_host.values()), unknown)
 
 
+@dataclass(frozen=True)
+class CountedFit:
+    """What ``-r NAME:COUNT`` can hold: OAR gives `count` of the `candidates` hosts, and which ones decides
+    between `fewest` VMs (the hosts that hold the least) and `most` (those that hold the most)."""
+
+    element: str
+    count: int
+    candidates: int
+    fewest: int
+    most: int
+
+
+def counted_fit(result: MaxVms, members: Sequence[str], element: str, count: int) -> CountedFit:
+    """The range of VMs that `count` hosts among `members` hold (hosts of unknown capacity are left out).
+
+    >>> result = MaxVms(VMTemplate(mem=512), {"a": 4, "b": 10, "c": 7}, 21, [])
+    >>> counted_fit(result, ["a", "b", "c"], "cluster", 2)
+    CountedFit(element='cluster', count=2, candidates=3, fewest=11, most=17)
+    """
+    known = sorted(n for host in members if (n := result.per_host.get(host)) is not None)
+    take = min(count, len(known))
+    return CountedFit(element, count, len(members), sum(known[:take]), sum(known[len(known) - take:]))
+
+
 def check(topology: Topology, limits: Limits | None = None) -> list[str]:
     """Check the VMs already placed (e.g. from ``-i``) against their hosts; returns the hosts not checked.
 

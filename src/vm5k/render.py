@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from vm5k.placement import Limits, MaxVms
+from vm5k.placement import CountedFit, Limits, MaxVms
 from vm5k.topology import HOST_KO, VM, Topology, natural_key
 
 VMS_CSV_COLUMNS = ("id", "host", "cluster", "site", "ip", "mac", "mem", "n_cpu", "hdd", "state", "reason")
@@ -239,8 +239,10 @@ def plan_text(topo: Topology, *, walltime: str | None = None, source: str | None
     return "\n".join(lines) + "\n"
 
 
-def max_vms_text(result: MaxVms, limits: Limits, capacities: Mapping[str, tuple[int, int]]) -> str:
-    """`vm5k_max_vms`'s answer: per host the usable RAM and vCPUs and how many VMs fit, then the total.
+def max_vms_text(result: MaxVms, limits: Limits, capacities: Mapping[str, tuple[int, int]],
+                 counted: Sequence[CountedFit] = ()) -> str:
+    """`vm5k_max_vms`'s answer: per host the usable RAM and vCPUs and how many VMs fit, then the total,
+    then what each counted ``-r`` element holds (OAR chooses which hosts: a range, not one number).
 
     `capacities` maps host ids to (usable MiB, usable vCPUs) for the hosts whose capacity is known.
     """
@@ -256,4 +258,11 @@ def max_vms_text(result: MaxVms, limits: Limits, capacities: Mapping[str, tuple[
                  f"{limits.describe()}")
     if result.unknown:
         lines.append(f"capacity unknown (not counted): {' '.join(result.unknown)}")
+    for fit in counted:
+        held = str(fit.most) if fit.fewest == fit.most else f"{fit.fewest} to {fit.most}"
+        if fit.count > fit.candidates:
+            lines.append(f"{fit.element}: only {fit.candidates} usable hosts, holding {held} VMs")
+        else:
+            lines.append(f"{fit.element}: {fit.count} of its {fit.candidates} usable hosts hold {held} VMs "
+                         "(OAR chooses which)")
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ from g5k_helpers import jobs_on
 from grid5000 import Grid5000
 
 from g5k_testbed.http_server import ServerHandle
-from vm5k.cli import main
+from vm5k.cli import main, max_vms_main
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vm5k.workflow") is None,
                                 reason="the workflow (vm5k.workflow) is not there yet")
@@ -59,3 +59,32 @@ def test_unusable_cluster_is_exit_2(server: ServerHandle, tmp_path: Path,
     code, _, err = dry_run(server, tmp_path, capsys, "-n", "4", "-r", "sagittaire:2", "-w", "1:00:00")
     assert code == 2
     assert "vm5k: error: cluster sagittaire cannot run VMs" in err
+
+
+
+def test_max_vms_of_counted_elements_is_the_range_oar_can_give(server: ServerHandle,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code = max_vms_main(["-r", "lyon:2,taurus:2,nova:99", "-b", "taurus-3", "-t",
+                         '<vm mem="2048" n_cpu="1"/>', "--api", server.url])
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert code == 0, captured.err
+    per_host = {line.split()[0]: int(line.split()[-1]) for line in out[1:] if ".lyon." in line}
+
+    def held(hosts: list[int], count: int) -> str:
+        hosts = sorted(hosts)
+        fewest, most = sum(hosts[:count]), sum(hosts[-count:])
+        return str(most) if fewest == most else f"{fewest} to {most}"
+
+    taurus = [n for host, n in per_host.items() if host.startswith("taurus-")]
+    nova = [n for host, n in per_host.items() if host.startswith("nova-")]
+    assert "taurus-3.lyon.grid5000.fr" not in per_host and len(taurus) > 2 and 2 < len(nova) < 99
+    expected = [f"lyon:2: 2 of its {len(per_host)} usable hosts hold {held(list(per_host.values()), 2)} VMs "
+                "(OAR chooses which)",
+                f"taurus:2: 2 of its {len(taurus)} usable hosts hold {held(taurus, 2)} VMs "
+                "(OAR chooses which)",
+                f"nova:99: only {len(nova)} usable hosts, holding {sum(nova)} VMs"]
+    assert out[-3:] == expected
+    assert max_vms_main(["-j", "1", "-b", "taurus-3", "-t", "<vm/>", "--api", server.url]) == 2
+    assert capsys.readouterr().err == "vm5k_max_vms: error: -b goes with -r (it leaves hosts out of the " \
+                                      "reference hardware)\n"

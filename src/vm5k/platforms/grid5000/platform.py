@@ -354,7 +354,8 @@ class Grid5000Platform:
 
     def hardware(self, request: Request) -> list[Host]:
         """The hosts ``vm5k_max_vms`` counts for: those of ``-j`` jobs, else every node that ``-r`` could
-        use (reference hardware, with ``-b``, the queue and the VM rules of planning; counts ignored)."""
+        use (reference hardware, with ``-b``, the queue and the VM rules of planning), each with its site
+        and cluster in ``extra`` (the counts of ``-r`` are then ranges over these hosts)."""
         if request.jobs:
             found = [self._find_job(ref.site, ref.id) for ref in request.jobs]
             ref = self.reference([site for site, _ in found])
@@ -365,8 +366,8 @@ class Grid5000Platform:
         blacklist = tuple(b for b in request.blacklist if self._known(inventory, b))
         demand = Demand(elements=tuple(Element(n) for n in names), blacklist=blacklist, queue=request.queue)
         selection = select(inventory, demand)
-        return [Host(node.fqdn, node.capacity) for cluster in selection.pool
-                for node in selection.eligible[cluster]]
+        return [Host(node.fqdn, node.capacity, extra={"site": node.site, "cluster": node.cluster})
+                for cluster in selection.pool for node in selection.eligible[cluster]]
 
     # -- reserve ---------------------------------------------------------------------------------------
 
