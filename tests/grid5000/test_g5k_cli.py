@@ -85,6 +85,8 @@ def test_max_vms_of_counted_elements_is_the_range_oar_can_give(server: ServerHan
                 "(OAR chooses which)",
                 f"nova:99: only {len(nova)} usable hosts, holding {sum(nova)} VMs"]
     assert out[-3:] == expected
+    assert max_vms_main(["-r", "lyon", "-b", "taurus-3,tauros", "-t", "<vm/>", "--api", server.url]) == 2
+    assert capsys.readouterr().err.startswith("vm5k_max_vms: error: -b: unknown Grid'5000 element 'tauros'")
     assert max_vms_main(["-j", "1", "-b", "taurus-3", "-t", "<vm/>", "--api", server.url]) == 2
     assert capsys.readouterr().err == "vm5k_max_vms: error: -b goes with -r (it leaves hosts out of the " \
                                       "reference hardware)\n"

@@ -207,9 +207,7 @@ class Grid5000Platform:
         if named_hosts(topo):
             names = [node_of(h) for h in named_hosts(topo)]
         sites = self.sites_of(names)
-        for name in options.blacklist:
-            if self._site_of(name, strict=True) is None:
-                raise UsageError(f"-b: unknown Grid'5000 element {name!r}")
+        self._check_blacklist(options.blacklist)
         ref = self.reference(sites)
         inventory = ref.inventory
         blacklist = tuple(b for b in options.blacklist if self._known(inventory, b))
@@ -242,6 +240,13 @@ class Grid5000Platform:
         log.info("planned: start %s Europe/Paris on %s", paris_date(plan.start),
                  ", ".join(f"{s} ({p.node_count} nodes)" for s, p in plan.sites.items()))
         return topo
+
+    def _check_blacklist(self, names: Iterable[str]) -> None:
+        """A ``-b`` name that is no site, cluster or host of Grid'5000 is a typo: say so, never ignore it."""
+        for name in names:
+            if self._site_of(name, strict=False) is None:
+                raise UsageError(f"-b: unknown Grid'5000 element {name!r}: not a site, cluster or host of "
+                                 f"{self.api.uri}")
 
     @staticmethod
     def _known(inventory: Any, name: str) -> bool:
@@ -362,6 +367,7 @@ class Grid5000Platform:
             fqdns = [fqdn for _, doc in found for fqdn in job_resources(doc).nodes]
             return [Host(f, ref.inventory.nodes[f].capacity) for f in fqdns if f in ref.inventory.nodes]
         names = [element.name for element in request.resources]
+        self._check_blacklist(request.blacklist)
         inventory = self.reference(self.sites_of(names)).inventory
         blacklist = tuple(b for b in request.blacklist if self._known(inventory, b))
         demand = Demand(elements=tuple(Element(n) for n in names), blacklist=blacklist, queue=request.queue)
