@@ -131,6 +131,8 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
 
 
 def _new_run(request: Request, reporter: Reporter, loop: asyncio.Runner) -> RunContext:
+    if request.vm_network is not None:
+        HostsNetwork(**request.vm_network)  # its addresses are input too: refused before anything is made
     folder = outdir.make_outdir(request.outdir)
     check_outdir_reusable(folder)
     add_file_handler(folder, request.verbosity)

@@ -484,6 +484,23 @@ def test_hostile_host_lists_are_refused_before_any_connection(counting_api: Coun
     assert not ssh_trap[1].exists(), "bad input opened an SSH connection"
 
 
+@pytest.mark.parametrize(("network", "why"), [
+    ("10.253.0.0/33", "not a valid netmask"),
+    ("10.253.0.0/24,gateway=10.9.0.1", "the gateway 10.9.0.1 is outside 10.253.0.0/24"),
+    ("10.253.0.0/24,block=10.9.0.0/26", "the block 10.9.0.0/26 is not inside 10.253.0.0/24"),
+    ("10.253.0.0/24,block=10.253.0.0/31", "is too small"),
+    ("10.253.0.0/24,mac=vendor", "the MAC rule is one of"),
+])
+def test_vm_network_addresses_are_refused_before_the_outdir_is_made(ssh_trap: tuple[str, Path], network: str,
+                                                                    why: str) -> None:
+    outdir = Path(tempfile.mkdtemp(prefix="vm5k-network-", dir=WORKDIR)) / "out"
+    with in_workdir():
+        status, _, err = run(["--hosts", "node-1", "--ssh-config", ssh_trap[0], "--vm-network", network,
+                              "-n", "1", "-o", str(outdir)])
+    assert_refused_untouched(status, err, outdir)
+    assert why in err and not ssh_trap[1].exists()
+
+
 BODY = ('<vm5k><site id="rennes"><cluster id="paradoxe"><host id="paradoxe-1"><vm id="{vm}"/></host>'
         '</cluster></site></vm5k>')
 LAUGHS = ('<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
