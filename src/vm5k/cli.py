@@ -26,6 +26,7 @@ from vm5k import __version__, outdir, render
 from vm5k.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, Vm5kError
 from vm5k.log import add_file_handler, remove_file_handler, setup_logging
 from vm5k.placement import DISTRIBUTIONS, NotEnoughCapacity, check, counted_fit, distribute, max_vms
+from vm5k.program import check_program
 from vm5k.request import GRID5000, Request, build_request, format_walltime, parse_vm_template
 from vm5k.runstate import check_outdir_reusable
 from vm5k.topology import Host, Topology
@@ -238,6 +239,8 @@ def parse_request(argv: Sequence[str], now: datetime | None = None) -> tuple[Req
         _must_exist(env_file, "-a")
     _must_exist(options.get("ssh_config"), "--ssh-config")
     request, warnings = build_request(options, infile_data=infile_data, hosts_text=hosts_text)
+    if request.program is not None:
+        check_program(request.program, os.getcwd())
     if request.action == "deploy" and request.distribution == "random" and request.seed is None:
         seed = random.SystemRandom().randrange(2**31)
         request = dataclasses.replace(request, seed=seed)

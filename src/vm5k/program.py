@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def program_command(program: str, start_dir: str | os.PathLike[str]) -> list[str
     try:
         words = shlex.split(program)
     except ValueError as error:
-        raise UsageError(f"cannot parse the program {program!r}: {error}") from None
+        raise UsageError(f"-p: cannot parse the program {program!r}: {error}") from None
     if not words:
         raise UsageError("the program (-p) is empty")
     candidate = Path(start_dir, words[0])
@@ -69,6 +70,31 @@ def program_command(program: str, start_dir: str | os.PathLike[str]) -> list[str
         interpreter = [sys.executable] if path.endswith(".py") else ["/bin/sh"]
         return [*interpreter, path, *words[1:]]
     return ["/bin/sh", "-c", program]
+
+
+def check_program(program: str, start_dir: str | os.PathLike[str]) -> None:
+    """Refuse, before anything is reserved, a program that could only fail once the VMs are up: a command
+    line that does not parse, or a script named by a path that does not exist.
+
+    A first word that is no file here and no command on PATH is left to the shell when it may be a builtin
+    or a keyword (``for``, ``cd``, ``X=1``); one with a ``/`` or a script's suffix is a missing file.
+
+    >>> check_program("./no-such-experiment.sh --fast", "/")
+    Traceback (most recent call last):
+    ...
+    vm5k.errors.UsageError: -p: no such program ./no-such-experiment.sh (looked for in /)
+    >>> check_program("for i in 1 2; do echo $i; done", "/")
+    """
+    first = program_command(program, start_dir)
+    if first[:2] != ["/bin/sh", "-c"]:
+        return  # an existing file
+    word = shlex.split(program)[0]
+    if any(char in word for char in "$`=*?[~{"):
+        return  # the shell expands it: nothing to check here
+    if shutil.which(word) is not None:
+        return
+    if "/" in word or word.endswith((".sh", ".py", ".bash")):
+        raise UsageError(f"-p: no such program {word} (looked for in {start_dir})")
 
 
 def program_environment(outdir: Path, run_id: str, key_path: Path) -> dict[str, str]:

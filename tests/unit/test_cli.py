@@ -501,6 +501,17 @@ def test_vm_network_addresses_are_refused_before_the_outdir_is_made(ssh_trap: tu
     assert why in err and not ssh_trap[1].exists()
 
 
+def test_a_missing_program_is_refused_before_anything_starts() -> None:
+    outdir = Path(tempfile.mkdtemp(prefix="vm5k-program-", dir=WORKDIR)) / "out"
+    with in_workdir(), fake_workflow() as calls:
+        status, _, err = run(["-n", "2", "-p", "./experiment-typo.sh", "-o", str(outdir)])
+        assert_refused_untouched(status, err, outdir)
+        assert "-p: no such program ./experiment-typo.sh" in err and calls == []
+        status, _, err = run(["-n", "2", "-p", "echo 'unterminated", "-o", str(outdir)])
+        assert_refused_untouched(status, err, outdir)
+        assert "-p: cannot parse the program" in err and calls == []
+
+
 BODY = ('<vm5k><site id="rennes"><cluster id="paradoxe"><host id="paradoxe-1"><vm id="{vm}"/></host>'
         '</cluster></site></vm5k>')
 LAUGHS = ('<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'

@@ -47,6 +47,23 @@ def test_program_command_line_goes_to_the_shell(tmp_path: Path) -> None:
         program.program_command("   ", tmp_path)
 
 
+@pytest.mark.parametrize(("command", "missing"), [
+    ("./xp-typo.sh --fast", "./xp-typo.sh"), ("xp-typo.py", "xp-typo.py"), ("scripts/xp run", "scripts/xp"),
+])
+def test_a_program_naming_a_missing_script_is_refused(tmp_path: Path, command: str, missing: str) -> None:
+    with pytest.raises(UsageError, match=f"-p: no such program {missing} "):
+        program.check_program(command, tmp_path)
+
+
+@pytest.mark.parametrize("command", [
+    "xp.sh", "./xp.sh a b", "echo hi | wc -c", "for i in 1 2; do echo $i; done", "cd /tmp && ls",
+    "X=1 env", "$HOME/xp.sh", "~/xp.sh", "python3 -c 'print(1)'", "/bin/true",
+])
+def test_files_commands_and_shell_lines_are_accepted(tmp_path: Path, command: str) -> None:
+    (tmp_path / "xp.sh").write_text("echo hi\n")
+    program.check_program(command, tmp_path)  # no error: left to the file, PATH or the shell
+
+
 def test_run_program_sees_the_run_files_streams_and_returns_status(tmp_path: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     outdir = tmp_path / "out"

@@ -238,7 +238,8 @@ class Grid5000Platform:
         for warning in place_unplaced(topo, options.distribution, options.limits, options.seed):
             log.warning("%s", warning)
         log.info("planned: start %s Europe/Paris on %s", paris_date(plan.start),
-                 ", ".join(f"{s} ({p.node_count} nodes)" for s, p in plan.sites.items()))
+                 ", ".join(f"{site} ({part.node_count} node{'s' * (part.node_count != 1)})"
+                           for site, part in plan.sites.items()))
         return topo
 
     def _check_blacklist(self, names: Iterable[str]) -> None:
