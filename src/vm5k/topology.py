@@ -96,6 +96,10 @@ def parse_int(value: object, what: str, *, minimum: int = 1, maximum: int | None
         number = value
     elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,18}\s*", value):
         number = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):  # digits beyond any limit
+        bound = f"at least {minimum}" if value.strip().startswith("-") else \
+            f"at most {maximum}" if maximum is not None else "smaller"
+        raise UsageError(f"{what} must be {bound}, not {shown(value.strip(), 30)}")
     else:
         raise UsageError(f"{what} must be an integer, not {shown(value)}")
     if number < minimum:

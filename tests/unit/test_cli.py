@@ -125,6 +125,8 @@ def test_mutual_exclusions(argv: list[str]) -> None:
     (["-n", "0"], "at least 1"),
     (["-r", "taurus:x"], "-r: node count of taurus"),
     (["-j", "grenoble:abc"], "-j: job id"),
+    (["-j", "grenoble:99999999999999999999"], "-j: job id must be at most 9223372036854775807"),
+    (["-n", "-99999999999999999999"], "-n (number of VMs) must be at least 1"),
     (["-w", "2:99"], "-w"),
     (["-d", "spread"], "unknown distribution 'spread'"),
     (["-t", "<vm mem='lots'/>"], "-t: mem (MiB) must be an integer"),
