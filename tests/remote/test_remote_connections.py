@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from nshosts import NET, NsLab, run, runner_for
@@ -10,15 +11,34 @@ from nshosts import NET, NsLab, run, runner_for
 from vm5k.remote import Results
 
 
+def children() -> set[str]:
+    """This process's child processes (zombies included), as ``pid command`` lines."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+        except OSError:
+            continue  # ended meanwhile
+        comm, fields = rest.rsplit(") ", 1)
+        if int(fields.split()[1]) == os.getpid():
+            found.add(f"{pid} {comm}")
+    return found
+
+
 def test_proxycommand_from_the_config_file_is_how_hosts_are_reached(lab: NsLab, tmp_path: Path) -> None:
     # The lab's network exists only inside its namespaces: the config's ProxyCommand is the way in.
     assert f"ProxyCommand ip netns exec {lab.frontend_ns} nc %h %p" in lab.config_path.read_text()
 
-    async def scenario() -> Results:
+    async def scenario() -> tuple[Results, set[str]]:
+        before = children()  # the lab's daemons
         async with runner_for(lab, tmp_path) as ssh:
-            return await ssh.run(["h1", "h3"], ["sh", "-c", "echo $SSH_CONNECTION"])
+            results = await ssh.run(["h1", "h3"], ["sh", "-c", "echo $SSH_CONNECTION"])
+        # closed: the proxies are gone and reaped while the loop still runs (else asyncio warns, later)
+        return results, children() - before
 
-    results = run(scenario())
+    for _ in range(5):  # the race it guards against is won by the proxies most of the time
+        results, left = run(scenario())
+        assert left == set()
     # The client side is the frontend namespace's address: the proxy ran there, with %h/%p expanded.
     assert results["h1"].stdout.split()[0::2] == [f"{NET}.1", f"{NET}.11"]
     assert results["h3"].stdout.split()[0::2] == [f"{NET}.1", f"{NET}.13"]

@@ -26,6 +26,7 @@ Why a pool of our own on top of asyncssh:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -162,6 +163,10 @@ class ConnectionPool:
         self._closed = True
         conns = list(self._connections.items())
         self._connections.clear()
+        # A ProxyCommand (the testbed's `nc`, a user's) is a subprocess that asyncssh kills on close but no
+        # longer waits for: wait here, or it is reaped after the event loop closed and asyncio complains.
+        proxies = [tunnel for _, conn in conns
+                   if hasattr(tunnel := getattr(conn, "_tunnel", None), "wait_closed")]
         for _, conn in sorted(conns, key=lambda item: item[0].via is None):
             conn.close()
         for _, conn in conns:
@@ -169,6 +174,8 @@ class ConnectionPool:
                 await asyncio.wait_for(conn.wait_closed(), 5)
             except (TimeoutError, OSError, asyncssh.Error):
                 conn.abort()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(proxy.wait_closed() for proxy in proxies)), 5)
 
     async def _get(self, hop: _Hop) -> asyncssh.SSHClientConnection:
         if self._closed:
