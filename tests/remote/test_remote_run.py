@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ from nshosts import NsLab, run, runner_for
 
 from vm5k.errors import RemoteError, UsageError
 from vm5k.remote import LocalRunner, Results
+from waiting import wait_for
 
 
 def test_run_on_many_hosts_gives_one_result_per_host(lab: NsLab, tmp_path: Path) -> None:
@@ -167,3 +170,22 @@ def test_local_runner_has_the_same_interface(tmp_path: Path) -> None:
     assert put.all_ok and (tmp_path / "sub" / "file").read_text() == "data\n"
     assert (tmp_path / "sub" / "file").stat().st_mode & 0o777 == 0o600
     assert digest == hashlib.sha256(b"data\n").hexdigest()
+
+
+def test_a_cancelled_local_command_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    marker = tmp_path / "pids"
+
+    async def scenario() -> None:
+        async with LocalRunner() as local:
+            task = asyncio.create_task(local.run(["frontend"], [
+                "sh", "-c", f"sleep 300 & echo $$ $! > {marker}; wait"]))
+            while not marker.exists() or not marker.read_text().strip():
+                await asyncio.sleep(0.05)
+            task.cancel()  # as Ctrl-C cancels a step
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    run(scenario())
+    shell, sleeper = marker.read_text().split()
+    assert not Path(f"/proc/{shell}").exists()  # killed and reaped before the runner closed
+    wait_for(lambda: not Path(f"/proc/{sleeper}").exists(), 5, 0.05)  # what it started: killed too

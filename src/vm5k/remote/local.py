@@ -47,8 +47,14 @@ class LocalRunner:
         await self.close()
 
     async def close(self) -> None:
-        for process in list(self._processes):
+        """Kill what still runs and reap it while the event loop runs (asyncio warns when a child ends
+        after its loop closed)."""
+        processes = list(self._processes)
+        self._processes.clear()
+        for process in processes:
             _kill_group(process)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(process.wait() for process in processes)), 5)
 
     async def run(self, hosts: Iterable[str], command: Sequence[str], *, timeout: float | None = None,
                   input: str | bytes | None = None) -> Results:
@@ -106,9 +112,12 @@ class LocalRunner:
         except TimeoutError as exc:
             _kill_group(process)
             await process.wait()
-            return failed(host, started, time.monotonic(), f"timed out after {limit:g} s", exc)
-        finally:
             self._processes.discard(process)
+            return failed(host, started, time.monotonic(), f"timed out after {limit:g} s", exc)
+        except BaseException:
+            _kill_group(process)  # cancelled (Ctrl-C, a failing step): never leave the command running;
+            raise  # close() reaps it
+        self._processes.discard(process)
         status = process.returncode
         assert status is not None
         return HostResult(host=host, exit_status=status if status >= 0 else None,
