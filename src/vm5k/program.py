@@ -85,8 +85,7 @@ def check_program(program: str, start_dir: str | os.PathLike[str]) -> None:
     vm5k.errors.UsageError: -p: no such program ./no-such-experiment.sh (looked for in /)
     >>> check_program("for i in 1 2; do echo $i; done", "/")
     """
-    first = program_command(program, start_dir)
-    if first[:2] != ["/bin/sh", "-c"]:
+    if program_command(program, start_dir)[:2] != ["/bin/sh", "-c"]:
         return  # an existing file
     word = shlex.split(program)[0]
     if any(char in word for char in "$`=*?[~{"):
