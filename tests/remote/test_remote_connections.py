@@ -17,9 +17,9 @@ def children() -> set[str]:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             pid, rest = stat.read_text().split(" (", 1)
-        except OSError:
+            comm, fields = rest.rsplit(") ", 1)
+        except (OSError, ValueError):
             continue  # ended meanwhile
-        comm, fields = rest.rsplit(") ", 1)
         if int(fields.split()[1]) == os.getpid():
             found.add(f"{pid} {comm}")
     return found
