@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from vm5k.errors import UsageError
 from vm5k.planning.availability import Availability, valid_starts
 from vm5k.planning.demand import Demand
-from vm5k.planning.inventory import Inventory, NodeSpec
+from vm5k.planning.inventory import Inventory
 from vm5k.planning.selection import select
 from vm5k.topology import natural_key
 
@@ -63,25 +63,21 @@ def substitutes(inventory: Inventory, availability: Availability, demand: Demand
     for node, state in unavailable:
         vms = demand.assigned.get(node.fqdn, ())
         need_mem, need_cpu = sum(vm.mem for vm in vms), sum(vm.n_cpu for vm in vms)
-        best: tuple[int, tuple[object, ...], NodeSpec] | None = None
+        site = availability.sites[node.site].nodes
+        starts: dict[str, int] = {}  # candidate -> when it is free for the walltime
         for other in eligible.get(node.cluster, ()):
-            if other.fqdn in taken:
-                continue
-            usage = availability.sites[node.site].nodes.get(other.fqdn)
-            if usage is None or not usage.usable:
+            usage = site.get(other.fqdn)
+            if other.fqdn in taken or usage is None or not usage.usable:
                 continue
             budget = demand.limits.budget(other.capacity)
             if budget.known and ((budget.mem or 0) < need_mem or (budget.vcpus or 0) < need_cpu):
                 continue
-            start = valid_starts(usage.busy, demand.walltime, t0)[0][0]
-            key = (start, natural_key(other.fqdn), other)
-            if best is None or key[:2] < best[:2]:
-                best = key
-        if best is None:
+            starts[other.fqdn] = valid_starts(usage.busy, demand.walltime, t0)[0][0]
+        if not starts:
             raise UsageError(f"host {node.fqdn} is {state} in OAR and no other node of cluster "
                              f"{node.cluster} can take its {len(vms)} VMs: name another host in the "
                              "topology file")
-        taken.add(best[2].fqdn)
-        remaps.append(Remap(node.fqdn, state, best[2].fqdn, len(vms)))
+        best = min(starts, key=lambda fqdn: (starts[fqdn], natural_key(fqdn)))
+        taken.add(best)
+        remaps.append(Remap(node.fqdn, state, best, len(vms)))
     return remaps
-
