@@ -27,7 +27,7 @@ from vm5k.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Usa
 from vm5k.log import add_file_handler, remove_file_handler, setup_logging
 from vm5k.placement import DISTRIBUTIONS, NotEnoughCapacity, check, counted_fit, distribute, max_vms
 from vm5k.program import check_program
-from vm5k.request import GRID5000, Request, build_request, format_walltime, parse_vm_template
+from vm5k.request import Request, build_request, format_walltime, parse_vm_template
 from vm5k.runstate import check_outdir_reusable
 from vm5k.topology import Host, Topology
 
@@ -398,18 +398,14 @@ def _max_vms(argv: Sequence[str]) -> int:
         budget = request.limits.budget(host.capacity)
         if budget.mem is not None and budget.vcpus is not None:
             capacities[host.id] = (budget.mem, budget.vcpus)
-    counted = [] if infile is not None or request.jobs else [
-        counted_fit(result, _members(hosts, element.name), f"{element.name}:{element.count}", element.count)
-        for element in request.resources if element.count is not None]
+    counted = []
+    for element in request.resources:  # -r site:N: what N of its hosts hold (the platform marks them)
+        if element.count is not None:
+            label = f"{element.name}:{element.count}"
+            members = [host.id for host in hosts if label in host.extra.get("counted", ())]
+            counted.append(counted_fit(result, members, label, element.count))
     sys.stdout.write(render.max_vms_text(result, request.limits, capacities, counted))
     return EXIT_OK
-
-
-def _members(hosts: Sequence[Host], name: str) -> list[str]:
-    """The hosts that a ``-r`` element covers, from the site and cluster the platform gave each host."""
-    return [host.id for host in hosts
-            if name in (GRID5000, host.id, host.id.split(".", 1)[0], host.extra.get("site"),
-                        host.extra.get("cluster"))]
 
 
 def max_vms_main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from vm5k import render
@@ -360,8 +361,9 @@ class Grid5000Platform:
 
     def hardware(self, request: Request) -> list[Host]:
         """The hosts ``vm5k_max_vms`` counts for: those of ``-j`` jobs, else every node that ``-r`` could
-        use (reference hardware, with ``-b``, the queue and the VM rules of planning), each with its site
-        and cluster in ``extra`` (the counts of ``-r`` are then ranges over these hosts)."""
+        use (reference hardware, with ``-b``, the queue and the VM rules of planning). Each of these lists
+        in ``extra["counted"]`` the counted ``-r`` elements (``site:N``) that may draw it, as the planner
+        resolves them."""
         if request.jobs:
             found = [self._find_job(ref.site, ref.id) for ref in request.jobs]
             ref = self.reference([site for site, _ in found])
@@ -373,7 +375,11 @@ class Grid5000Platform:
         blacklist = tuple(b for b in request.blacklist if self._known(inventory, b))
         demand = Demand(elements=tuple(Element(n) for n in names), blacklist=blacklist, queue=request.queue)
         selection = select(inventory, demand)
-        return [Host(node.fqdn, node.capacity, extra={"site": node.site, "cluster": node.cluster})
+        counted: dict[str, list[str]] = {}  # cluster -> the counted elements drawing from it
+        for want in select(inventory, replace(demand, elements=request.resources)).wants:
+            for cluster in want.clusters if want.kind != "host" else ():
+                counted.setdefault(cluster, []).append(f"{want.name}:{want.count}")
+        return [Host(node.fqdn, node.capacity, extra={"counted": tuple(counted.get(cluster, ()))})
                 for cluster in selection.pool for node in selection.eligible[cluster]]
 
     # -- reserve ---------------------------------------------------------------------------------------
