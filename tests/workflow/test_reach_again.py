@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from vm5k import workflow
 from vm5k.errors import UsageError
 from vm5k.platforms.testbed import TestbedInfo as Info
+from vm5k.platforms.testbed import parse_status
 from vm5k.request import Request
 from vm5k.runstate import RunRecord
 
@@ -50,7 +53,6 @@ def test_api_and_ssh_config_given_again_win(monkeypatch: pytest.MonkeyPatch) -> 
 
 def status_json(state: str, api_alive: bool = True, dead: tuple[str, ...] = ()) -> str:
     """What `vm5k-testbed status --json` prints (the keys vm5k reads)."""
-    import json
     nodes = [{"name": f"paradoxe-{i}.rennes.grid5000.fr", "site": "rennes",
               "state": "dead" if f"paradoxe-{i}.rennes.grid5000.fr" in dead else "up"} for i in (1, 2)]
     return json.dumps({"state": state, "api": "http://127.0.0.1:41234/stable", "ssh_config": "/tb/ssh_config",
@@ -58,7 +60,6 @@ def status_json(state: str, api_alive: bool = True, dead: tuple[str, ...] = ()) 
 
 
 def test_a_testbed_with_a_dead_node_is_still_reached_while_its_api_answers() -> None:
-    from vm5k.platforms.testbed import parse_status
     assert parse_status(status_json("up")).state == "up"
     dead = "paradoxe-2.rennes.grid5000.fr"
     degraded = parse_status(status_json("degraded", dead=(dead,)))
@@ -69,7 +70,6 @@ def test_a_testbed_with_a_dead_node_is_still_reached_while_its_api_answers() -> 
 
 def test_destroy_reaches_a_degraded_testbed_and_says_so(monkeypatch: pytest.MonkeyPatch,
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    from vm5k.platforms.testbed import parse_status
     dead = "paradoxe-2.rennes.grid5000.fr"
     monkeypatch.setattr(workflow, "testbed_status", lambda state_dir: parse_status(status_json(
         "degraded", dead=(dead,))))
