@@ -8,7 +8,7 @@ What it does, all on this machine (127.0.0.1 only):
 2. fills its OARs with `--reservations` advance reservations (random clusters, 1-4 nodes, 1-12 h, at
    random dates over the next 14 days; a date OAR refuses is drawn again), straight into the schedulers;
 3. reads the reference and the status of the 11 sites through the API, as vm5k does (timed apart);
-4. plans, best of `--repeat`, with vm5k's pure planner (``vm5k.planning.plan_slot``):
+4. plans, best of `--repeat`, with vm5k's pure planner (``vm5k.platforms.grid5000.planning.plan_slot``):
    a. a common slot on all 11 sites, 3 nodes on each, for 4 h (``-r grenoble:3,lille:3,...``),
    b. ``-r grid5000:300`` for 12 h,
    c. VM-sized mode, 10,000 VMs of 1 GiB / 1 vCPU on ``-r grid5000`` (no count), for 4 h;
@@ -43,9 +43,9 @@ from g5k_testbed.http_server import ServerHandle, start_server
 from g5k_testbed.jobs import Job
 from g5k_testbed.oar import OarError
 from g5k_testbed.testbed import TestbedConfig
-from vm5k.planning import Availability, Demand, Inventory, plan_slot, select
 from vm5k.platforms.grid5000.api import ApiClient
 from vm5k.platforms.grid5000.credentials import ApiConfig
+from vm5k.platforms.grid5000.planning import Availability, Demand, Inventory, plan_slot, select
 from vm5k.platforms.grid5000.reference import fetch_reference, list_sites
 from vm5k.platforms.grid5000.status import fetch_availability
 from vm5k.request import Element

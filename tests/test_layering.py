@@ -1,7 +1,8 @@
 """The layering rules of DESIGN.md, checked on the source tree itself.
 
 - vm5k never imports g5k_testbed, and g5k_testbed never imports vm5k: they meet over HTTP and SSH only.
-- The pure core (request, topology, placement, planning, addresses) imports nothing that does I/O.
+- The pure core (request, topology, placement, addresses, and Grid'5000's planner
+  platforms/grid5000/planning) imports nothing that does I/O.
 """
 
 import ast
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-PURE_CORE = ("request", "topology", "placement", "planning", "addresses")
+PURE_CORE = ("request", "topology", "placement", "platforms/grid5000/planning", "addresses")
 IO_MODULES = {
     "subprocess", "socket", "asyncio", "asyncssh", "requests", "grid5000", "http", "urllib",
     "shutil", "tempfile", "ssl", "select", "selectors", "multiprocessing", "threading",
@@ -45,7 +46,10 @@ def test_vm5k_and_testbed_never_import_each_other(package: str, forbidden: str) 
 
 
 def pure_core_files(name: str) -> list[Path]:
-    """The files of a pure-core module: ``vm5k/<name>.py``, or every file of the package ``vm5k/<name>/``."""
+    """The files of a pure-core module: ``vm5k/<name>.py``, or every file of the package ``vm5k/<name>/``.
+
+    `name` may be a path below ``vm5k/`` (``platforms/grid5000/planning``).
+    """
     module = SRC / "vm5k" / f"{name}.py"
     return [module] if module.exists() else sorted((SRC / "vm5k" / name).rglob("*.py"))
 
@@ -53,7 +57,7 @@ def pure_core_files(name: str) -> list[Path]:
 @pytest.mark.parametrize("name", PURE_CORE)
 def test_pure_core_does_no_io(name: str) -> None:
     files = pure_core_files(name)
-    assert files, f"vm5k.{name} is missing"
+    assert files, f"vm5k/{name} is missing"
     for path in files:
         roots = {module.split(".")[0] for module in imported_modules(path)}
         io = roots & IO_MODULES

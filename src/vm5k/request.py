@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vm5k.errors import UsageError
+from vm5k.hypervisor.provision import is_package_name
 from vm5k.placement import Limits, normalize_distribution
 from vm5k.topology import (
     TEMPLATE_ATTRIBUTES,
@@ -41,10 +42,6 @@ ACTIONS = ("deploy", "resume", "destroy")
 PLATFORMS = ("testbed", "grid5000", "hosts")
 DISK_LOCATIONS = ("one", "all")
 
-#: A Debian package as apt-get takes it: ``name``, ``name:arch``, ``name=version`` (no option, no glob).
-#: The one definition: the hypervisor checks what it puts on apt-get's command line against it too.
-PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+)?")
-MAX_PACKAGE_NAME = 200
 _ENV = re.compile(r"([a-z][a-z0-9_-]*:)?[A-Za-z0-9][A-Za-z0-9._-]*")
 _URL = re.compile(r"https?://[^\s\"'<>\\]+")
 _PRINTABLE = re.compile("[^\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -200,7 +197,7 @@ def parse_packages(text: str) -> tuple[str, ...]:
     """``--host-packages``: Debian package names, comma separated."""
     names = _items(text, "--host-packages")
     for name in names:
-        if not PACKAGE_NAME.fullmatch(name) or len(name) > MAX_PACKAGE_NAME:
+        if not is_package_name(name):
             raise UsageError(f"--host-packages: invalid Debian package name {shown(name)}")
     return tuple(dict.fromkeys(names))
 

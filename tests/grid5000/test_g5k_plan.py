@@ -12,9 +12,9 @@ from grid5000 import Grid5000
 from g5k_testbed.http_server import ServerHandle
 from vm5k.cli import parse_request
 from vm5k.errors import EXIT_USAGE, UsageError
-from vm5k.planning import SECURITY_MARGIN
 from vm5k.platforms.grid5000 import Grid5000Platform
 from vm5k.platforms.grid5000.oar import paris_date
+from vm5k.platforms.grid5000.planning import SECURITY_MARGIN
 from vm5k.platforms.grid5000.record import RunRecord
 from vm5k.request import Request
 

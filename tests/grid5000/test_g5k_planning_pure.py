@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from vm5k.errors import UsageError
 from vm5k.placement import Limits, NotEnoughCapacity, place
-from vm5k.planning import (
+from vm5k.platforms.grid5000.planning import (
     INFINITY,
     Availability,
     ClusterSpec,

@@ -12,11 +12,11 @@ from grid5000 import Grid5000
 from g5k_testbed.http_server import ServerHandle
 from vm5k.addresses import AddressPool, grid5000_mac, same_mac
 from vm5k.errors import PlatformError, UsageError
-from vm5k.planning import SECURITY_MARGIN
 from vm5k.platforms import Progress
 from vm5k.platforms.grid5000 import Grid5000Platform
 from vm5k.platforms.grid5000.hosts import node_of
 from vm5k.platforms.grid5000.oar import job_payload, submit_job
+from vm5k.platforms.grid5000.planning import SECURITY_MARGIN
 from vm5k.platforms.grid5000.record import RunRecord
 from vm5k.topology import HOST_OK, Topology
 

@@ -111,6 +111,6 @@ def test_folders_are_traversable_by_qemu(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["--allow-unauthenticated", "a b", "pkg;reboot", "Pkg"])
 def test_package_names_are_checked(name: str) -> None:
     from vm5k.errors import UsageError
-    from vm5k.hypervisor.settings import check_package
+    from vm5k.hypervisor.provision import check_package
     with pytest.raises(UsageError):
         check_package(name)

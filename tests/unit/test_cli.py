@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vm5k import cli
-from vm5k.request import PACKAGE_NAME, Request
+from vm5k.hypervisor.provision import PACKAGE_NAME
+from vm5k.request import Request
 from vm5k.topology import GIB, Capacity, Host, Topology
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

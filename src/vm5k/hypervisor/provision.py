@@ -18,10 +18,17 @@ Why it is shaped like this:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
+from vm5k.errors import UsageError
 from vm5k.hypervisor.daemons import ALIVE_FUNCTION
 from vm5k.hypervisor.layout import HostLayout
+
+#: A Debian package as apt-get takes it: ``name``, ``name:arch``, ``name=version`` (no option, no glob).
+#: The one definition: ``--host-packages`` is checked against it, and so is what goes on apt-get's line.
+PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+)?")
+MAX_PACKAGE_NAME = 200
 
 #: What every host needs (Debian names): libvirt's daemon and virsh, QEMU, qemu-img, an ISO writer.
 BASE_PACKAGES = ("libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils", "genisoimage")
@@ -107,6 +114,30 @@ FOLDERS_SCRIPT = r"""
 set -eu
 for d in "$@"; do mkdir -p -- "$d"; chmod 0755 -- "$d"; done
 """
+
+
+def is_package_name(name: object) -> bool:
+    """Whether `name` is one Debian package name apt-get takes (see `PACKAGE_NAME`).
+
+    >>> is_package_name("qemu-utils"), is_package_name("a b")
+    (True, False)
+    """
+    return isinstance(name, str) and bool(PACKAGE_NAME.fullmatch(name)) and len(name) <= MAX_PACKAGE_NAME
+
+
+def check_package(name: str) -> str:
+    """A Debian package name that can go on an apt-get command line.
+
+    >>> check_package("htop"), check_package("libvirt-daemon:amd64=9.0.0-4")
+    ('htop', 'libvirt-daemon:amd64=9.0.0-4')
+    >>> check_package("--allow-unauthenticated")
+    Traceback (most recent call last):
+    ...
+    vm5k.errors.UsageError: invalid package name '--allow-unauthenticated'
+    """
+    if not is_package_name(name):
+        raise UsageError(f"invalid package name {name!r}")
+    return name
 
 
 def packages_for(extra: Iterable[str], *, service: bool) -> list[str]:

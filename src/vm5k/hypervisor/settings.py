@@ -30,7 +30,7 @@ from typing import Any
 
 from vm5k.errors import UsageError
 from vm5k.hypervisor.layout import DEFAULT_BASE, HostLayout
-from vm5k.request import MAX_PACKAGE_NAME, PACKAGE_NAME
+from vm5k.hypervisor.provision import check_package
 from vm5k.topology import validate_id
 
 log = logging.getLogger(__name__)
@@ -48,21 +48,6 @@ Progress = Callable[[str, int, int, str], None]
 def no_progress(step: str, done: int, total: int, message: str) -> None:
     """The default progress callback: a debug log line."""
     log.debug("%s %d/%d %s", step, done, total, message)
-
-
-def check_package(name: str) -> str:
-    """A Debian package name that can go on an apt-get command line.
-
-    >>> check_package("htop"), check_package("libvirt-daemon:amd64=9.0.0-4")
-    ('htop', 'libvirt-daemon:amd64=9.0.0-4')
-    >>> check_package("--allow-unauthenticated")
-    Traceback (most recent call last):
-    ...
-    vm5k.errors.UsageError: invalid package name '--allow-unauthenticated'
-    """
-    if not isinstance(name, str) or not PACKAGE_NAME.fullmatch(name) or len(name) > MAX_PACKAGE_NAME:
-        raise UsageError(f"invalid package name {name!r}")
-    return name
 
 
 def check_public_key(text: str) -> str:

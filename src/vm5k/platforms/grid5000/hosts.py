@@ -6,7 +6,7 @@ run uses KaVLAN N; ``host.extra["node"]`` keeps the FQDN for the API. Extra keys
 - ``named``: the host comes from a topology file (``-i``): it must be reserved as such;
 - ``predicted``: a plan expects OAR to give this node (the dry run shows it; the job decides);
 - ``job``: the job (``site:id``) that holds the host;
-- ``replaces``: the named host OAR could not give, whose VMs this node took (``vm5k.planning.remap``).
+- ``replaces``: the named host OAR could not give, whose VMs this node took (``planning.remap``).
 
 VMs stay where they are as long as their host stays; the others are placed with the run's distribution
 on hosts that are not KO, counting what is already on them.
@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from vm5k.errors import UsageError
-from vm5k.planning import Demand, Inventory, Plan
-from vm5k.planning.remap import Remap
+from vm5k.platforms.grid5000.planning import Demand, Inventory, Plan
+from vm5k.platforms.grid5000.planning.remap import Remap
 from vm5k.request import Element
 from vm5k.topology import HOST_PLANNED, VM, Host, Topology, natural_key
 

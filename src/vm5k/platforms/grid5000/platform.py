@@ -18,8 +18,6 @@ from vm5k import render
 from vm5k.addresses import AddressPool, AddressRange, assign, kavlan_range, subnet_range, with_service_address
 from vm5k.errors import DeploymentError, PlatformError, UsageError
 from vm5k.placement import NotEnoughCapacity, place, place_unplaced
-from vm5k.planning import SECURITY_MARGIN, Demand, Plan, plan_slot, select, with_not_before
-from vm5k.planning.remap import substitutes
 from vm5k.platforms import Progress, ProgressCallback, ProgressItem
 from vm5k.platforms.grid5000.api import ApiClient, ApiError
 from vm5k.platforms.grid5000.credentials import ApiConfig, load_api_config
@@ -52,6 +50,8 @@ from vm5k.platforms.grid5000.oar import (
     paris_date,
     wait_gone,
 )
+from vm5k.platforms.grid5000.planning import SECURITY_MARGIN, Demand, Plan, plan_slot, select, with_not_before
+from vm5k.platforms.grid5000.planning.remap import substitutes
 from vm5k.platforms.grid5000.record import (
     POOL_KEY,
     RUN_ID_KEY,

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vm5k.placement import Limits
-from vm5k.planning import Plan
 from vm5k.platforms.grid5000.kadeploy import DEFAULT_ENVIRONMENT, DeploymentRecord, Environment
 from vm5k.platforms.grid5000.oar import JobRecord
+from vm5k.platforms.grid5000.planning import Plan
 from vm5k.request import DEFAULT_WALLTIME, GRID5000, Element, JobRef, Request
 from vm5k.runstate import RUN_ID_KEY, new_run_id
 from vm5k.topology import Topology

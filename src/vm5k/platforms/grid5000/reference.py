@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vm5k.addresses import SiteNetwork
-from vm5k.planning import ClusterSpec, Inventory, NodeSpec
 from vm5k.platforms.grid5000.api import ApiClient
+from vm5k.platforms.grid5000.planning import ClusterSpec, Inventory, NodeSpec
 from vm5k.topology import Capacity, natural_key
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from vm5k.errors import PlatformError
-from vm5k.planning import Plan
 from vm5k.platforms import Progress, ProgressItem
 from vm5k.platforms.grid5000.api import ApiClient
 from vm5k.platforms.grid5000.oar import (
@@ -33,6 +32,7 @@ from vm5k.platforms.grid5000.oar import (
     paris_date,
     submit_job,
 )
+from vm5k.platforms.grid5000.planning import Plan
 from vm5k.platforms.grid5000.polling import api_polling
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vm5k.errors import PlatformError
-from vm5k.planning import (
+from vm5k.platforms.grid5000.api import ApiClient, ApiError
+from vm5k.platforms.grid5000.planning import (
     SECURITY_MARGIN,
     UNUSABLE_STATES,
     Availability,
@@ -24,7 +25,6 @@ from vm5k.planning import (
     Usage,
     merge,
 )
-from vm5k.platforms.grid5000.api import ApiClient, ApiError
 
 log = logging.getLogger(__name__)
 PARALLEL_SITES = 8

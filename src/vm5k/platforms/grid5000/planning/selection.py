@@ -1,6 +1,6 @@
 """Which nodes a demand may use: eligibility, queues, exotic clusters, blacklists, named hosts.
 
-Part of the pure planner (see ``vm5k.planning``): no I/O.
+Part of the pure planner (see ``vm5k.platforms.grid5000.planning``): no I/O.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vm5k.errors import UsageError
-from vm5k.planning.demand import Demand
-from vm5k.planning.inventory import ClusterSpec, Inventory, NodeSpec
+from vm5k.platforms.grid5000.planning.demand import Demand
+from vm5k.platforms.grid5000.planning.inventory import ClusterSpec, Inventory, NodeSpec
 from vm5k.request import Element
 from vm5k.topology import VM, Capacity, natural_key, shown
 

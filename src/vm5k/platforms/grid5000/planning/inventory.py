@@ -1,6 +1,6 @@
 """The hardware the planner chooses from: nodes with their capacity, grouped in clusters of sites.
 
-Part of the pure planner (see ``vm5k.planning``): no I/O.
+Part of the pure planner (see ``vm5k.platforms.grid5000.planning``): no I/O.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from vm5k.errors import UsageError
-from vm5k.planning.common import few
+from vm5k.platforms.grid5000.planning.common import few
 from vm5k.request import GRID5000
 from vm5k.topology import Capacity, shown
 

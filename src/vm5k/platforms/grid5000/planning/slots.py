@@ -1,6 +1,6 @@
 """The sweep over time that finds the earliest slot, and the allocation of nodes, subnets and vlans in it.
 
-Part of the pure planner (see ``vm5k.planning``): no I/O.
+Part of the pure planner (see ``vm5k.platforms.grid5000.planning``): no I/O.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 
 from vm5k.errors import UsageError
 from vm5k.placement import Budget, NotEnoughCapacity, place
-from vm5k.planning.availability import Availability, valid_starts
-from vm5k.planning.common import INFINITY, VLAN_GLOBAL, VLAN_ROUTED, Interval, NoSlot
-from vm5k.planning.demand import Demand, Plan, SitePlan, subnets_for
-from vm5k.planning.inventory import Inventory
-from vm5k.planning.selection import Selection, Want, select
+from vm5k.platforms.grid5000.planning.availability import Availability, valid_starts
+from vm5k.platforms.grid5000.planning.common import INFINITY, VLAN_GLOBAL, VLAN_ROUTED, Interval, NoSlot
+from vm5k.platforms.grid5000.planning.demand import Demand, Plan, SitePlan, subnets_for
+from vm5k.platforms.grid5000.planning.inventory import Inventory
+from vm5k.platforms.grid5000.planning.selection import Selection, Want, select
 from vm5k.topology import VM, Capacity, Host, natural_key
 
 # ---------------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ The substitute is a node the run could use anyway (VM-capable, in the run's queu
 named by the file, not already a substitute), able to hold the group's VMs, and free the soonest for the
 walltime on the API's clock (ties in natural order). No such node is a UsageError naming the host.
 
->>> from vm5k.planning import Availability, ClusterSpec, Demand, Inventory, NodeSpec, SiteAvailability, Usage
+>>> from vm5k.platforms.grid5000.planning import (Availability, ClusterSpec, Demand, Inventory, NodeSpec,
+...                                               SiteAvailability, Usage)
 >>> from vm5k.topology import GIB, VM, Capacity
 >>> node = lambda i: NodeSpec(f"taurus-{i}.lyon.grid5000.fr", "lyon", "taurus", Capacity(32 * GIB, 12, 24))
 >>> inventory = Inventory([ClusterSpec("taurus", "lyon", tuple(node(i) for i in (1, 2, 3)))])
@@ -28,10 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vm5k.errors import UsageError
-from vm5k.planning.availability import Availability, valid_starts
-from vm5k.planning.demand import Demand
-from vm5k.planning.inventory import Inventory
-from vm5k.planning.selection import select
+from vm5k.platforms.grid5000.planning.availability import Availability, valid_starts
+from vm5k.platforms.grid5000.planning.demand import Demand
+from vm5k.platforms.grid5000.planning.inventory import Inventory
+from vm5k.platforms.grid5000.planning.selection import select
 from vm5k.topology import natural_key
 
 

@@ -1,6 +1,6 @@
 """When resources are busy: OAR's status as sorted busy intervals, and the starts they leave free.
 
-Part of the pure planner (see ``vm5k.planning``): no I/O.
+Part of the pure planner (see ``vm5k.platforms.grid5000.planning``): no I/O.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from vm5k.planning.common import INFINITY, Interval
+from vm5k.platforms.grid5000.planning.common import INFINITY, Interval
 
 # ---------------------------------------------------------------------------------------------------
 # availability: OAR status

@@ -53,8 +53,15 @@ only where the cheap counters say it can succeed.
 
 from __future__ import annotations
 
-from vm5k.planning.availability import Availability, SiteAvailability, Usage, is_free, merge, valid_starts
-from vm5k.planning.common import (
+from vm5k.platforms.grid5000.planning.availability import (
+    Availability,
+    SiteAvailability,
+    Usage,
+    is_free,
+    merge,
+    valid_starts,
+)
+from vm5k.platforms.grid5000.planning.common import (
     INFINITY,
     SECURITY_MARGIN,
     UNUSABLE_STATES,
@@ -64,10 +71,10 @@ from vm5k.planning.common import (
     Interval,
     NoSlot,
 )
-from vm5k.planning.demand import Demand, Plan, SitePlan, subnets_for, with_not_before
-from vm5k.planning.inventory import ClusterSpec, Inventory, NodeSpec
-from vm5k.planning.selection import select
-from vm5k.planning.slots import host_order, plan_slot
+from vm5k.platforms.grid5000.planning.demand import Demand, Plan, SitePlan, subnets_for, with_not_before
+from vm5k.platforms.grid5000.planning.inventory import ClusterSpec, Inventory, NodeSpec
+from vm5k.platforms.grid5000.planning.selection import select
+from vm5k.platforms.grid5000.planning.slots import host_order, plan_slot
 
 __all__ = [
     "INFINITY",

@@ -1,6 +1,6 @@
 """Shared constants of the planner and the error it raises when no slot exists.
 
-Part of the pure planner (see ``vm5k.planning``): no I/O.
+Part of the pure planner (see ``vm5k.platforms.grid5000.planning``): no I/O.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a run asks for (`Demand`) and what the planner answers (`Plan`: a start and per-site OAR requests).
 
-Part of the pure planner (see ``vm5k.planning``): no I/O.
+Part of the pure planner (see ``vm5k.platforms.grid5000.planning``): no I/O.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vm5k.placement import Limits
-from vm5k.planning.common import MAX_SLASH22, SLASH22_PER_SLASH16, VMS_PER_SLASH22
+from vm5k.platforms.grid5000.planning.common import MAX_SLASH22, SLASH22_PER_SLASH16, VMS_PER_SLASH22
 from vm5k.request import GRID5000, Element, format_walltime
 from vm5k.topology import VM, Capacity, Host, natural_key
 
