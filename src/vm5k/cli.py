@@ -1,4 +1,4 @@
-"""The ``vm5k`` and ``vm5k_max_vms`` commands: the seed's options, a Request, exit statuses.
+"""The ``vm5k`` and ``vm5k_max_vms`` commands: the original vm5k's options, a Request, exit statuses.
 
 This is the only place that turns failures into messages: every `Vm5kError` becomes one line
 ``vm5k: error: ...`` on stderr and its exit status (2 for bad input, before anything is touched).
@@ -68,7 +68,7 @@ def _print_error(prog: str, message: str) -> None:
 # -- vm5k -------------------------------------------------------------------------------------------------
 
 def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
-    """The seed's options in the seed's groups, with underscore and dashed spellings."""
+    """The original vm5k's options in its groups, with underscore and dashed spellings."""
     default_out = outdir.default_outdir(now)
     parser = _Parser(
         prog="vm5k", add_help=False, allow_abbrev=False, formatter_class=argparse.RawTextHelpFormatter,

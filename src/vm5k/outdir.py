@@ -27,7 +27,7 @@ INVENTORY = "inventory.yaml"
 LOG_FILE = "vm5k.log"
 
 # name -> renderer(topology, ssh settings, outdir); the lists, written after every step that changes them
-OUTPUTS: dict[str, Callable[[Topology, render.SshSettings | None, Path], str]] = {
+OUTPUTS: dict[str, Callable[[Topology, render.SshConfigSettings | None, Path], str]] = {
     "hosts.list": lambda topo, ssh, out: render.hosts_list(topo),
     "vms.list": lambda topo, ssh, out: render.vms_list(topo),
     "vms.csv": lambda topo, ssh, out: render.vms_csv(topo),
@@ -121,7 +121,8 @@ def write_initial(outdir: str | os.PathLike[str], topology: Topology) -> list[Pa
 
 
 def write_outputs(outdir: str | os.PathLike[str], topology: Topology, *,
-                  ssh: render.SshSettings | None = None, names: Iterable[str] | None = None) -> list[Path]:
+                  ssh: render.SshConfigSettings | None = None,
+                  names: Iterable[str] | None = None) -> list[Path]:
     """Write the named outputs (all of `OUTPUTS` by default) into `outdir`; return their paths.
 
     Without `ssh` settings the ssh_config holds no key or known_hosts line and the inventory connects

@@ -1,4 +1,4 @@
-"""The seed's workflow as data: topology → reservation → hosts → network → vms → program.
+"""The original vm5k's workflow as data: topology → reservation → hosts → network → vms → program.
 
 Each `Step` takes the run's topology and returns it richer; `RunContext.save` writes it (topology.json, the
 lists, the ssh_config) after every step, and inside long steps whenever the platform reports a change worth
@@ -81,14 +81,15 @@ class RunContext:
                             "last state saved is kept: free space, then vm5k --resume)") from None
         return topology
 
-    def ssh_config_settings(self) -> render.SshSettings:
+    def ssh_config_settings(self) -> render.SshConfigSettings:
         """How the outdir's ssh_config reaches hosts and VMs: the run's key, known_hosts, the platform's
         own ssh_config included (it says how to reach the hosts: the testbed's, an access gateway's)."""
         key = str((self.outdir / PRIVATE_KEY).resolve())
         host_options = {"*": {"User": "root", "IdentityFile": key}}
         known_hosts = str((self.outdir / KNOWN_HOSTS).resolve())
-        return render.SshSettings(identity_file=key, known_hosts_file=known_hosts, host_options=host_options,
-                                  include=[self.record.ssh_config] if self.record.ssh_config else [])
+        return render.SshConfigSettings(identity_file=key, known_hosts_file=known_hosts,
+                                        host_options=host_options,
+                                        include=[self.record.ssh_config] if self.record.ssh_config else [])
 
     # -- the hypervisor half ---------------------------------------------------------------------------
 

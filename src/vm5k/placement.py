@@ -1,4 +1,4 @@
-"""Where each VM goes: the four distributions of the seed, the capacity rule, and how many VMs fit.
+"""Where each VM goes: the four distributions of the original vm5k, the capacity rule, and how many VMs fit.
 
 Capacity rule (the same everywhere: placement, dry-run checks, ``vm5k_max_vms``):
 
@@ -47,7 +47,7 @@ _ALIASES = {"distributed": "round-robin", "round_robin": "round-robin", "roundro
 
 
 def normalize_distribution(name: str) -> str:
-    """The canonical name of a distribution (accepting the seed's old spellings), else UsageError."""
+    """The canonical name of a distribution (accepting the original vm5k's spellings), else UsageError."""
     canonical = _ALIASES.get(name, name)
     if canonical not in DISTRIBUTIONS:
         raise UsageError(f"unknown distribution {name!r}: choose from {', '.join(DISTRIBUTIONS)}")

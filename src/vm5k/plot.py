@@ -1,4 +1,4 @@
-"""The seed's ``--plot``: a picture of the deployment, sites → clusters → hosts → VMs, coloured by state.
+"""The original vm5k's ``--plot``: a picture of the deployment, sites → clusters → hosts → VMs, by state.
 
 The original drew a networkx "twopi" graph through Graphviz. Graphviz is not a dependency here, so the
 layout is computed by hand and stays readable for hundreds of VMs: the VMs sit on the outer circle in

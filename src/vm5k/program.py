@@ -1,4 +1,4 @@
-"""The seed's ``-p PROGRAM``: the user's experiment, run on the frontend once the VMs answer.
+"""The original vm5k's ``-p PROGRAM``: the user's experiment, run on the frontend once the VMs answer.
 
 The program runs with the outdir as its working directory and finds the run's files through environment
 variables, so it needs no argument parsing of its own (the original passed nothing and scripts read the
@@ -17,9 +17,9 @@ VM5K_SSH_KEY        the run's private SSH key (root on every VM and host)
 ==================  =============================================================
 
 `PROGRAM` is a command line. When its first word names an existing file relative to the directory vm5k was
-started in (``-p myscript.sh``, as in the seed), that file is run directly (through ``sh`` or Python when
-it is not executable); any other command line goes to ``/bin/sh -c``, as the original did. Its output is
-streamed to the console and logged in vm5k.log, line by line.
+started in (``-p myscript.sh``, as in the original vm5k), that file is run directly (through ``sh`` or
+Python when it is not executable); any other command line goes to ``/bin/sh -c``, as the original did. Its
+output is streamed to the console and logged in vm5k.log, line by line.
 """
 
 from __future__ import annotations

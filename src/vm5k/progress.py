@@ -1,8 +1,8 @@
 """How a run shows its progress: a live bar per step on a terminal, plain log lines otherwise.
 
 Steps report through two callbacks: the hypervisor's ``(step, done, total, message)`` and the platform's
-`vm5k.platforms.Progress` (a message and the jobs or deployments being waited for). On a terminal, a rich
-progress bar shares the logging console, so log lines scroll above it; in a pipe or a file, a line is
+`vm5k.platforms.ProgressReport` (a message and the jobs or deployments being waited for). On a terminal, a
+rich progress bar shares the logging console, so log lines scroll above it; in a pipe or a file, a line is
 logged whenever the message changes (at most every few seconds for the same step), never a control code.
 At the end, `Reporter.summary` gives the table of step durations the original printed.
 """
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from vm5k import log as vm5k_log
-from vm5k.platforms import Progress
+from vm5k.platforms import ProgressReport
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Reporter:
             return
         self._plain(step, f"{done}/{total} {message}", final=total > 0 and done >= total)
 
-    def platform(self, progress: Progress) -> None:
+    def platform(self, progress: ProgressReport) -> None:
         """The platform's callback (jobs and deployments being waited for)."""
         items = ", ".join(f"{item.name} {item.state}" + (f" ({item.left} s left)" if item.left else "")
                           for item in progress.items)

@@ -1,6 +1,6 @@
 """The outdir's text files, rendered from a topology: pure functions that return strings.
 
-``outdir.py`` writes them; the seed XML and topology.json come from ``topology.py`` itself.
+``outdir.py`` writes them; the XML of the original vm5k and topology.json come from ``topology.py`` itself.
 
 - ``hosts.list``: one host a line (hosts that failed, state KO, are left out, as in the original);
 - ``vms.list``: ``<ip>\\t<id>`` a line, VMs in natural id order (``vm-2`` before ``vm-10``), VMs without
@@ -139,7 +139,7 @@ def _yaml_lines(mapping: Mapping[str, object], depth: int) -> Iterator[str]:
 
 
 @dataclass(frozen=True)
-class SshSettings:
+class SshConfigSettings:
     """How the ssh_config reaches VMs and hosts (the workflow fills it from the platform and the run).
 
     `host_options` are OpenSSH options for physical hosts: key ``"*"`` applies to every host of the
@@ -174,12 +174,12 @@ def _block(name: str, options: Sequence[tuple[str, str]]) -> list[str]:
     return [*lines, ""]
 
 
-def ssh_config(topo: Topology, settings: SshSettings | None = None) -> str:
+def ssh_config(topo: Topology, settings: SshConfigSettings | None = None) -> str:
     """An OpenSSH client config so that ``ssh -F ssh_config vm-1`` reaches vm-1 through its host.
 
     VMs without an IP get no block (there is nothing to connect to yet).
     """
-    settings = settings or SshSettings()
+    settings = settings or SshConfigSettings()
     lines = ["# Written by vm5k: ssh -F <this file> <vm id>", ""]
     for path in settings.include:
         lines += [f"Include {_ssh_quote(path)}", ""]

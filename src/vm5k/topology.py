@@ -3,8 +3,8 @@
 The workflow builds it from the request, the platform adds hosts with their hardware, placement puts VMs
 on hosts, the network step gives them IP/MAC pairs, the hypervisor step sets their states. It is saved
 after each step (``topology.json``, which carries everything, so that a run can resume from it) and
-written in the seed's XML format (``initial_topo.xml``/``final_topo.xml``, which users can edit and feed
-back with ``-i``).
+written in the original vm5k's XML format (``initial_topo.xml``/``final_topo.xml``, which users can edit
+and feed back with ``-i``).
 
 This module is pure: it parses and renders text, it never opens a file.
 
@@ -493,7 +493,8 @@ TEMPLATE_ATTRIBUTES = ("mem", "n_cpu", "cpu", "hdd", "cpuset", "backing_file", "
 
 def template_from_attributes(attrs: Mapping[str, str], defaults: VMTemplate | None = None,
                              where: str = "VM template") -> VMTemplate:
-    """A VMTemplate from seed attributes (`cpu` is an alias of `n_cpu`); missing ones from `defaults`."""
+    """A VMTemplate from the original vm5k's ``<vm>`` attributes (`cpu` aliases `n_cpu`); missing ones from
+    `defaults`."""
     base = defaults or VMTemplate()
     if "cpu" in attrs and "n_cpu" in attrs and attrs["cpu"] != attrs["n_cpu"]:
         raise UsageError(f"{where}: cpu and n_cpu differ ({attrs['cpu']} and {attrs['n_cpu']}); give one")
@@ -544,7 +545,7 @@ def _vm_attributes(vm: VM) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# seed XML
+# the original vm5k's XML
 
 _HOST_XML_ATTRIBUTES = ("id", "ram", "cores", "threads", "virtual", "state", "reason",
                         "cpu", "mem")  # cpu/mem: written by the original vm5k, accepted and ignored
@@ -594,7 +595,7 @@ def _capacity_from_attributes(attrs: Mapping[str, str], host_id: str) -> Capacit
 
 
 def topology_from_xml(data: str | bytes, defaults: VMTemplate | None = None) -> Topology:
-    """Read the seed's XML topology (``<vm5k><site id><cluster id><host id><vm .../>``).
+    """Read the original vm5k's XML topology (``<vm5k><site id><cluster id><host id><vm .../>``).
 
     The root element's name is free (the original's examples use ``<deployment>``). `<vm>` directly under
     the root are VMs not placed yet. Missing VM attributes come from `defaults` (the ``-t`` template).
@@ -645,7 +646,7 @@ def _attach(host: Host, vm: VM) -> VM:
 
 
 def topology_to_xml(topo: Topology) -> str:
-    """Write the seed's XML format, indented by two spaces, attributes in a fixed order.
+    """Write the original vm5k's XML format, indented by two spaces, attributes in a fixed order.
 
     Everything but `meta` and `extra` is written, so `topology_from_xml` gives the same topology back.
     """

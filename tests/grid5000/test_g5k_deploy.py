@@ -14,7 +14,7 @@ from vm5k.platforms.grid5000 import Grid5000Platform
 from vm5k.platforms.grid5000.deployed import DeploymentMarker, marker_text, parse_marker
 from vm5k.platforms.grid5000.hosts import node_of
 from vm5k.platforms.grid5000.kadeploy import DEFAULT_ENVIRONMENT, environment
-from vm5k.platforms.grid5000.record import RunRecord
+from vm5k.platforms.grid5000.record import Grid5000Record
 from vm5k.remote import LocalRunner
 from vm5k.topology import HOST_KO, HOST_OK, Topology
 
@@ -43,7 +43,7 @@ def test_a_ko_node_is_retried_once_then_excluded_and_its_vms_move(server: Server
     assert not topo.host(bad.id).vms and not topo.unplaced
     assert sum(len(h.vms) for h in topo.hosts()) == 9
     assert all(vm.ip for vm in topo.vms())
-    assert "paradoxe" in RunRecord.load(topo).deployed[0]
+    assert "paradoxe" in Grid5000Record.load(topo).deployed[0]
     before = len(deployments(server))
     again = platform.deploy_hosts(topo)  # re-entrant: a KO host is not tried a third time
     assert len(deployments(server)) == before and again.host(bad.id).state == HOST_KO
@@ -68,7 +68,7 @@ def test_deployed_hosts_are_not_deployed_again(server: ServerHandle, tmp_path: P
     assert len(deployments(server)) == 1
     assert parse_marker((tmp_path / "deployed").read_text())["environment"] == DEFAULT_ENVIRONMENT
     # a new run on the same host (e.g. -j): the marker says it is deployed with that environment
-    fresh = RunRecord.load(topo)
+    fresh = Grid5000Record.load(topo)
     fresh.deployed, fresh.deployments = [], []
     fresh.save(topo)
     topo = platform.deploy_hosts(topo)

@@ -10,7 +10,7 @@ import pytest
 from g5k_helpers import jobs_on, make_platform, make_server, request_for
 
 from g5k_testbed.faults import FaultConfig
-from vm5k.platforms.grid5000.record import RunRecord
+from vm5k.platforms.grid5000.record import Grid5000Record
 from vm5k.topology import HOST_OK
 
 
@@ -34,7 +34,7 @@ def test_whole_platform_run_with_20_percent_faults(seed: int) -> None:
         created = all_jobs_named(server, name)
         # exactly one job per site was ever created, and it is the one recorded
         assert sorted(job.site for job in created) == ["lyon", "nancy", "rennes"]
-        assert sorted(j.id for j in RunRecord.load(topo).jobs) == sorted(job.uid for job in created)
+        assert sorted(j.id for j in Grid5000Record.load(topo).jobs) == sorted(job.uid for job in created)
         assert all(h.state == HOST_OK for h in topo.hosts())
         assert all(vm.ip and vm.mac for vm in topo.vms())
         injected = server.testbed.faults.injected

@@ -19,7 +19,7 @@ from vm5k.platforms.grid5000 import Grid5000Platform
 from vm5k.platforms.grid5000.api import ApiClient
 from vm5k.platforms.grid5000.credentials import ApiConfig
 from vm5k.platforms.grid5000.deployed import MARKER, parse_marker
-from vm5k.platforms.grid5000.record import RunRecord
+from vm5k.platforms.grid5000.record import Grid5000Record
 from vm5k.remote import SshSettings
 from vm5k.topology import HOST_OK
 
@@ -56,7 +56,7 @@ def test_platform_deploys_real_nodes_once(lab_testbed_factory, tmp_path: Path) -
             marker = parse_marker(lab.ssh(node, ["cat", MARKER]).stdout)
             assert marker["environment"] == "debian12-min" and marker["deployment"].startswith("D-")
         # a new run on these hosts finds them deployed: no Kadeploy
-        record = RunRecord.load(topo)
+        record = Grid5000Record.load(topo)
         record.deployed, record.deployments = [], []
         record.save(topo)
         again = platform.deploy_hosts(topo)
@@ -67,7 +67,7 @@ def test_platform_deploys_real_nodes_once(lab_testbed_factory, tmp_path: Path) -
         forced = platform.deploy_hosts(topo)
         assert deployments(api) == before + 2 and all(h.state == HOST_OK for h in forced.hosts())
         new = parse_marker(lab.ssh(lab.nodes[0], ["cat", MARKER]).stdout)["deployment"]
-        assert new == RunRecord.load(forced).deployments[-1].uid
+        assert new == Grid5000Record.load(forced).deployments[-1].uid
     finally:
         platform.destroy(topo)
 
@@ -89,7 +89,7 @@ def test_kavlan_hosts_are_reached_by_their_vlan_names(lab_testbed_factory, tmp_p
     topo = platform.reserve(platform.plan(request.topology, request))
     topo = platform.resources(platform.wait_running(topo))
     try:
-        vlan = RunRecord.load(topo).vlan
+        vlan = Grid5000Record.load(topo).vlan
         assert vlan is not None
         names = {n.replace(".nancy.", f"-kavlan-{vlan}.nancy.") for n in lab.nodes}
         assert {h.id for h in topo.hosts()} == names

@@ -15,17 +15,17 @@ from vm5k.errors import EXIT_USAGE, UsageError
 from vm5k.platforms.grid5000 import Grid5000Platform
 from vm5k.platforms.grid5000.oar import paris_date
 from vm5k.platforms.grid5000.planning import SECURITY_MARGIN
-from vm5k.platforms.grid5000.record import RunRecord
+from vm5k.platforms.grid5000.record import Grid5000Record
 from vm5k.request import Request
 
 RESOURCE_LINE = re.compile(r"^(\{[^}]*\}/nodes=\d+\+?)+(slash_22=\d+|\{type='kavlan(-global)?'\}/vlan=1)?"
                            r",walltime=\d+:\d\d:\d\d$")
 
 
-def plan(platform: Grid5000Platform, server: ServerHandle, *args: str) -> tuple[RunRecord, str, object]:
+def plan(platform: Grid5000Platform, server: ServerHandle, *args: str) -> tuple[Grid5000Record, str, object]:
     request = request_for(server, *args)
     topo = platform.plan(request.topology, request)
-    return RunRecord.load(topo), platform.plan_text(topo), topo
+    return Grid5000Record.load(topo), platform.plan_text(topo), topo
 
 
 def file_request(server: ServerHandle, tmp_path: Path, xml: str) -> Request:
@@ -152,7 +152,7 @@ def test_topology_file_names_its_hosts(platform: Grid5000Platform, server: Serve
                            '<site id="nancy"><cluster id="gros"><host id="gros-7.nancy.grid5000.fr"/>'
                            '</cluster></site><vm id="c"/></vm5k>')
     topo = platform.plan(request.topology, request)
-    record = RunRecord.load(topo)
+    record = Grid5000Record.load(topo)
     assert record.plan is not None
     assert record.plan.sites["lyon"].hosts == ("taurus-5.lyon.grid5000.fr",)
     assert record.plan.sites["nancy"].hosts == ("gros-7.nancy.grid5000.fr",)
@@ -166,7 +166,7 @@ def test_plan_is_reentrant_once_reserved(platform: Grid5000Platform, server: Ser
     request = request_for(server, "-n", "4", "-r", "rennes:1", "-w", "1:00:00")
     topo = platform.reserve(platform.plan(request.topology, request))
     again = platform.plan(topo)
-    assert RunRecord.load(again).jobs == RunRecord.load(topo).jobs
+    assert Grid5000Record.load(again).jobs == Grid5000Record.load(topo).jobs
     assert len(jobs_on(server)) == 1
 
 
@@ -190,7 +190,7 @@ def test_a_named_host_oar_reports_dead_gives_its_vms_to_another_node_of_its_clus
                            '<host id="taurus-5"><vm id="a" mem="2048"/><vm id="b"/></host>'
                            '<host id="taurus-6"><vm id="c"/></host></cluster></site></vm5k>')
     topo = platform.plan(request.topology, request)
-    record = RunRecord.load(topo)
+    record = Grid5000Record.load(topo)
     assert record.plan is not None and record.plan.start == T0 + 2  # now: not after the busy node
     hosts = record.plan.sites["lyon"].hosts
     assert dead not in hosts and "taurus-6.lyon.grid5000.fr" in hosts and len(hosts) == 2

@@ -12,12 +12,12 @@ from grid5000 import Grid5000
 from g5k_testbed.http_server import ServerHandle
 from vm5k.addresses import AddressPool, grid5000_mac, same_mac
 from vm5k.errors import PlatformError, UsageError
-from vm5k.platforms import Progress
+from vm5k.platforms import ProgressReport
 from vm5k.platforms.grid5000 import Grid5000Platform
 from vm5k.platforms.grid5000.hosts import node_of
 from vm5k.platforms.grid5000.oar import job_payload, submit_job
 from vm5k.platforms.grid5000.planning import SECURITY_MARGIN
-from vm5k.platforms.grid5000.record import RunRecord
+from vm5k.platforms.grid5000.record import Grid5000Record
 from vm5k.topology import HOST_OK, Topology
 
 
@@ -30,10 +30,10 @@ def run_until_resources(platform: Grid5000Platform, server: ServerHandle, *args:
 
 
 def test_reservation_runs_with_hosts_and_pairs_then_destroy(server: ServerHandle) -> None:
-    reports: list[Progress] = []
+    reports: list[ProgressReport] = []
     platform = make_platform(server, progress=reports.append)
     topo = run_until_resources(platform, server, "-n", "30", "-r", "rennes:2,nancy:1", "-w", "1:00:00")
-    record = RunRecord.load(topo)
+    record = Grid5000Record.load(topo)
     assert sorted(j.site for j in record.jobs) == ["nancy", "rennes"]
     assert all(j.state == "running" for j in record.jobs)
     assert reports and reports[-1].message == "2 jobs running"
@@ -58,7 +58,7 @@ def test_reservation_runs_with_hosts_and_pairs_then_destroy(server: ServerHandle
     # destroy kills the jobs and waits until they are gone
     topo = platform.destroy(topo)
     assert jobs_on(server) == []
-    assert all(j.state == "error" for j in RunRecord.load(topo).jobs)
+    assert all(j.state == "error" for j in Grid5000Record.load(topo).jobs)
 
 
 def test_steps_are_reentrant(server: ServerHandle, platform: Grid5000Platform) -> None:
@@ -74,11 +74,11 @@ def test_future_reservation_is_dated_in_paris_time_and_waited_for(server: Server
     gk.sites["lyon"].jobs.create({"resources": "{cluster='taurus'}/nodes=ALL,walltime=3:00:00",
                                   "command": "sleep 86400", "name": "someone-else"})
     server.advance(2)
-    reports: list[Progress] = []
+    reports: list[ProgressReport] = []
     platform = make_platform(server, progress=reports.append)
     request = request_for(server, "-n", "4", "-r", "taurus:2", "-w", "1:00:00")
     topo = platform.reserve(platform.plan(request.topology, request))
-    (job,) = RunRecord.load(topo).jobs
+    (job,) = Grid5000Record.load(topo).jobs
     server_job = server.testbed.find_job("lyon", job.id)
     assert server_job.reservation == T0 + 3 * 3600 + SECURITY_MARGIN
     topo = platform.wait_running(topo)
@@ -95,13 +95,13 @@ def test_could_run_at_is_followed(server: ServerHandle, platform: Grid5000Platfo
                                    "command": "sleep 86400", "name": "bob-1"})
     request = request_for(server, "-n", "4", "-r", "taurus:12", "-w", "1:00:00")
     topo = platform.plan(request.topology, request)
-    planned = RunRecord.load(topo).plan.start
+    planned = Grid5000Record.load(topo).plan.start
     assert planned == T0 + 3600 + SECURITY_MARGIN
     # meanwhile bob reserves one taurus node just before our start
     bob.sites["lyon"].jobs.create({"resources": "{cluster='taurus'}/nodes=1,walltime=1:00:00",
                                    "reservation": "2023-11-15 00:13:50", "name": "bob-2"})
     topo = platform.reserve(topo)
-    (job,) = RunRecord.load(topo).jobs
+    (job,) = Grid5000Record.load(topo).jobs
     start = server.testbed.find_job("lyon", job.id).scheduled_at
     assert start >= T0 + 3600 + 30 + 3600  # after bob's second job
     assert len(jobs_on(server, f"vm5k-{topo.meta['run_id']}")) == 1
@@ -142,7 +142,7 @@ def test_five_refusals_in_a_row_stop_with_oars_answer_and_no_job(
 def test_one_site_failing_deletes_the_others(server: ServerHandle, platform: Grid5000Platform) -> None:
     request = request_for(server, "-n", "4", "-r", "rennes:1,nancy:1", "-w", "1:00:00")
     topo = platform.plan(request.topology, request)
-    record = RunRecord.load(topo)
+    record = Grid5000Record.load(topo)
     record.plan.sites["nancy"].clusters = {"nosuchcluster": 1}  # what OAR on nancy will refuse
     record.save(topo)
     with pytest.raises(PlatformError, match="nancy"):
@@ -157,7 +157,7 @@ def test_unrecorded_jobs_of_the_run_are_never_reused(server: ServerHandle,
     name = f"vm5k-{topo.meta['run_id']}"
     orphan = submit_job(platform.api, "rennes", job_payload("nodes=1,walltime=1:00:00", name, start=None))
     topo = platform.reserve(topo)
-    (job,) = RunRecord.load(topo).jobs
+    (job,) = Grid5000Record.load(topo).jobs
     assert job.id != int(orphan["uid"])
     assert [j.uid for j in jobs_on(server, name)] == [job.id]
 
@@ -172,7 +172,7 @@ def test_job_option_forms(server: ServerHandle, platform: Grid5000Platform) -> N
     for form in (str(mine["rennes"]), f"rennes:{mine['rennes']}", both):
         request = request_for(server, "-n", "6", "-j", form)
         topo = platform.plan(request.topology, request)
-        record = RunRecord.load(topo)
+        record = Grid5000Record.load(topo)
         assert all(j.given for j in record.jobs)
         assert "Using existing jobs:" in platform.plan_text(topo)
         assert len(topo.hosts()) == 2 * len(record.jobs) and not topo.unplaced
@@ -188,7 +188,7 @@ def test_job_option_forms(server: ServerHandle, platform: Grid5000Platform) -> N
 def test_kavlan_reservation_renames_hosts_and_serves_own_macs(server: ServerHandle,
                                                               platform: Grid5000Platform) -> None:
     topo = run_until_resources(platform, server, "-n", "8", "-r", "rennes:2", "-k", "-w", "1:00:00")
-    record = RunRecord.load(topo)
+    record = Grid5000Record.load(topo)
     assert record.vlan is not None and record.vlan in {str(v) for v in range(4, 10)}
     for host in topo.hosts():
         node = node_of(host)

@@ -14,7 +14,7 @@ import yaml
 from vm5k import outdir, render
 from vm5k.log import add_file_handler, remove_file_handler, setup_logging
 from vm5k.placement import Limits, max_vms
-from vm5k.render import SshSettings
+from vm5k.render import SshConfigSettings
 from vm5k.topology import GIB, VM, Capacity, Host, Topology, VMTemplate
 
 T1, T2, GROS1 = "taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr", "gros-1.nancy.grid5000.fr"
@@ -87,7 +87,7 @@ def test_ansible_group_names_never_collide() -> None:
 
 
 def test_ssh_config() -> None:
-    settings = SshSettings(identity_file="/out/id key", known_hosts_file="/out/known_hosts",
+    settings = SshConfigSettings(identity_file="/out/id key", known_hosts_file="/out/known_hosts",
                            host_options={"*": {"User": "root"},
                                          "gros-1.nancy.grid5000.fr": {"ProxyJump": "access.grid5000.fr"}},
                            include=("/tmp/testbed/ssh_config",))
@@ -101,7 +101,7 @@ def test_ssh_config() -> None:
     assert blocks["Host gros-1.nancy.grid5000.fr"] == ["    User root", "    ProxyJump access.grid5000.fr"]
     assert text.index("Include /tmp/testbed/ssh_config") < text.index("Host ")
     with pytest.raises(ValueError):
-        render.ssh_config(deployed(), SshSettings(identity_file="/a\nHost *"))
+        render.ssh_config(deployed(), SshConfigSettings(identity_file="/a\nHost *"))
 
 
 def test_plan_and_max_vms_texts() -> None:
@@ -121,7 +121,7 @@ def test_plan_and_max_vms_texts() -> None:
 
 def test_write_outputs_and_read_state(tmp_path: Path) -> None:
     topo = deployed()
-    written = outdir.write_outputs(tmp_path, topo, ssh=SshSettings(identity_file="/k"))
+    written = outdir.write_outputs(tmp_path, topo, ssh=SshConfigSettings(identity_file="/k"))
     assert {path.name for path in written} == set(outdir.OUTPUTS)
     assert (tmp_path / "vms.list").read_text() == render.vms_list(topo)
     assert outdir.read_state(tmp_path) == topo

@@ -1,4 +1,4 @@
-"""The topology model: ids, the seed XML format (read, written, round trip), topology.json."""
+"""The topology model: ids, the original vm5k's XML format (read, written, round trip), topology.json."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def test_reset_run_state_keeps_placement() -> None:
     assert topo.host("taurus-1").state == "planned"
 
 
-# -- seed XML ---------------------------------------------------------------------------------------
+# -- the original vm5k's XML -----------------------------------------------------------------
 
 def test_two_site_example() -> None:
     topo = Topology.from_xml((EXAMPLES / "two_sites.xml").read_bytes())

@@ -33,14 +33,14 @@ from vm5k.hypervisor.destroy_step import destroy_leftovers, destroy_run
 from vm5k.hypervisor.hosts_step import setup_hosts
 from vm5k.hypervisor.layout import HostLayout
 from vm5k.hypervisor.service_step import setup_service
-from vm5k.hypervisor.settings import Progress, RunSettings, VmNetwork
+from vm5k.hypervisor.settings import RunSettings, StepCounter, VmNetwork
 from vm5k.hypervisor.state import ko_vms
 from vm5k.hypervisor.vms_step import deploy_vms
 
 __all__ = [
     "HostLayout",
-    "Progress",
     "RunSettings",
+    "StepCounter",
     "VmNetwork",
     "deploy_vms",
     "destroy_leftovers",

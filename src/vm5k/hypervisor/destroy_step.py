@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 
 from vm5k.hypervisor import dnsmasq, lifecycle
-from vm5k.hypervisor.settings import Progress, RunSettings, no_progress
+from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import meta, short
 from vm5k.remote import Runner
 from vm5k.topology import HOST_OK, Topology
@@ -27,7 +27,7 @@ VM_DESTROYED = "destroyed"
 
 
 async def destroy_run(topo: Topology, runner: Runner, settings: RunSettings,
-                      progress: Progress = no_progress) -> Topology:
+                      progress: StepCounter = no_progress) -> Topology:
     """Remove everything of the run from every host of the topology (see the module docstring)."""
     layout = settings.layout
     # Hosts the run never reached hold nothing of it (e.g. unreachable from the start).

@@ -37,7 +37,7 @@ from vm5k.hypervisor.provision import (
     packages_command,
     packages_for,
 )
-from vm5k.hypervisor.settings import Progress, RunSettings, no_progress
+from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import mark_host_ko, meta
 from vm5k.remote import Results, Runner
 from vm5k.topology import HOST_KO, HOST_OK, Host, Topology
@@ -83,7 +83,7 @@ def backing_sources(topo: Topology) -> set[str]:
 
 
 async def setup_hosts(topo: Topology, runner: Runner, settings: RunSettings,
-                      progress: Progress = no_progress) -> Topology:
+                      progress: StepCounter = no_progress) -> Topology:
     """Provision every host that is not KO (see the module docstring); returns the enriched topology."""
     layout = settings.layout
     hosts = {host.id: host for host in topo.hosts() if host.state != HOST_KO}

@@ -15,7 +15,7 @@ import logging
 from vm5k.errors import DeploymentError, UsageError
 from vm5k.hypervisor import dnsmasq
 from vm5k.hypervisor.hosts_step import choose_service_node
-from vm5k.hypervisor.settings import Progress, RunSettings, no_progress
+from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import mark_host_ko, meta
 from vm5k.remote import Runner
 from vm5k.topology import HOST_OK, Topology
@@ -39,7 +39,7 @@ def listen_address(settings: RunSettings, host_address: str) -> str:
 
 
 async def setup_service(topo: Topology, runner: Runner, settings: RunSettings,
-                        progress: Progress = no_progress) -> Topology:
+                        progress: StepCounter = no_progress) -> Topology:
     """Start (or reload) the run's dnsmasq and point every OK host's resolver at it."""
     layout = settings.layout
     ok_hosts = [host for host in topo.hosts() if host.state == HOST_OK]

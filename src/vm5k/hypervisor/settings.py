@@ -42,7 +42,7 @@ _PUBLIC_KEY = re.compile(r"(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+
                          r"( [^\n\r]*)?")
 
 #: (step, done, total, message): called as work advances, e.g. by a progress bar of the workflow.
-Progress = Callable[[str, int, int, str], None]
+StepCounter = Callable[[str, int, int, str], None]
 
 
 def no_progress(step: str, done: int, total: int, message: str) -> None:

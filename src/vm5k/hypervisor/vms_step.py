@@ -40,7 +40,7 @@ from vm5k.hypervisor.domain import DomainSpec, domain_xml
 from vm5k.hypervisor.layout import HostLayout
 from vm5k.hypervisor.readiness import Probe, VmProber
 from vm5k.hypervisor.seed import meta_data, user_data
-from vm5k.hypervisor.settings import Progress, RunSettings, no_progress
+from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import mark_host_ko, mark_vm_ko, meta, short
 from vm5k.remote import HostResult, SshRunner
 from vm5k.topology import HOST_OK, VM, VM_OK, Host, Topology
@@ -80,7 +80,7 @@ class HostBoot:
     ssh: SshRunner
     prober: VmProber
     settings: RunSettings
-    progress: Progress
+    progress: StepCounter
     counter: _Counter
     states: dict[str, str] = field(default_factory=dict)
     states_at: float = 0.0
@@ -348,7 +348,7 @@ def _describe(probe: Probe) -> str:
 
 
 async def deploy_vms(topo: Topology, ssh: SshRunner, settings: RunSettings,
-                     progress: Progress = no_progress) -> Topology:
+                     progress: StepCounter = no_progress) -> Topology:
     """Create and start every VM of the topology's OK hosts (see the module docstring)."""
     if not isinstance(ssh, SshRunner):
         raise TypeError("deploy_vms probes VMs through SSH tunnels: it needs an SshRunner")

@@ -15,7 +15,7 @@ topology already records (``meta``) and skips what is done, so a resumed run cal
 ======================  =================================================================================
 
 The workflow calls them in that order (``plan`` then ``plan_text`` only, for a dry run), saving the
-topology after each. Long steps report `Progress` through the callback given to the platform; the
+topology after each. Long steps report `ProgressReport` through the callback given to the platform; the
 platform also logs it. `make_platform` builds a platform by name: ``grid5000`` (a Grid'5000 REST API,
 real or the testbed's: same code), ``testbed`` (the same, named so in messages), ``hosts`` (SSH hosts you
 already have, ``vm5k.platforms.hosts``).
@@ -47,7 +47,7 @@ class ProgressItem:
 
 
 @dataclass(frozen=True)
-class Progress:
+class ProgressReport:
     """A progress report of a step: a line for humans and the items (for a live table)."""
 
     step: str
@@ -55,7 +55,7 @@ class Progress:
     items: tuple[ProgressItem, ...] = ()
 
 
-ProgressCallback = Callable[[Progress], None]
+ProgressCallback = Callable[[ProgressReport], None]
 
 
 @runtime_checkable
@@ -106,4 +106,4 @@ def make_platform(name: str, **settings: Any) -> Platform:
     raise UsageError(f"unknown platform {name!r}: choose from grid5000, testbed, hosts")
 
 
-__all__ = ["STEPS", "Platform", "Progress", "ProgressCallback", "ProgressItem", "make_platform"]
+__all__ = ["STEPS", "Platform", "ProgressCallback", "ProgressItem", "ProgressReport", "make_platform"]

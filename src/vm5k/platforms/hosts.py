@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from vm5k.addresses import KAVLAN, SUBNET, AddressPool, AddressRange, assign
 from vm5k.errors import DeploymentError, UsageError
 from vm5k.placement import Limits, place
-from vm5k.platforms import Progress, ProgressCallback
+from vm5k.platforms import ProgressCallback, ProgressReport
 from vm5k.remote import SshRunner, SshSettings, SyncRunner
 from vm5k.render import plan_text
 from vm5k.topology import HOST_KO, HOST_OK, Capacity, Host, Topology, validate_id
@@ -166,7 +166,7 @@ class HostsPlatform:
     def _say(self, step: str, message: str) -> None:
         log.info("%s: %s", step, message)
         if self.progress is not None:
-            self.progress(Progress(step, message))
+            self.progress(ProgressReport(step, message))
 
     # -- the platform's face --------------------------------------------------------------------------
     def plan(self, topology: Topology, request: Request | None = None) -> Topology:

@@ -18,7 +18,7 @@ from vm5k import render
 from vm5k.addresses import AddressPool, AddressRange, assign, kavlan_range, subnet_range, with_service_address
 from vm5k.errors import DeploymentError, PlatformError, UsageError
 from vm5k.placement import NotEnoughCapacity, place, place_unplaced
-from vm5k.platforms import Progress, ProgressCallback, ProgressItem
+from vm5k.platforms import ProgressCallback, ProgressItem, ProgressReport
 from vm5k.platforms.grid5000.api import ApiClient, ApiError
 from vm5k.platforms.grid5000.credentials import ApiConfig, load_api_config
 from vm5k.platforms.grid5000.deployed import DeploymentMarker
@@ -56,8 +56,8 @@ from vm5k.platforms.grid5000.record import (
     POOL_KEY,
     RUN_ID_KEY,
     SERVICE_KEY,
+    Grid5000Record,
     Options,
-    RunRecord,
     job_name,
     run_id,
 )
@@ -84,7 +84,7 @@ class Grid5000Platform:
     ssh: the run's SSH settings (ssh_config, keys, known_hosts); used to tell deployed hosts. Without it
         (and without `marker`), every host is deployed unless ``--nodeploy``.
     public_key: the run's public key, installed by Kadeploy for root.
-    progress: called with `Progress` reports while waiting (jobs, deployments).
+    progress: called with a `ProgressReport` while waiting (jobs, deployments).
     checkpoint: called with the topology after each change worth saving inside a step (jobs submitted,
         deployments started, hosts KO), so that an interruption leaves a true record.
     poll / sleep: waiting between API polls (tests pass a `sleep` that moves the testbed's clock).
@@ -169,7 +169,7 @@ class Grid5000Platform:
 
     # -- helpers ---------------------------------------------------------------------------------------
 
-    def _report(self, progress: Progress) -> None:
+    def _report(self, progress: ProgressReport) -> None:
         """Hand a report to the callback; log it when something changed (a state or a start, not the
         time left, so that hours of waiting do not fill the log)."""
         key = (progress.step, tuple((i.name, i.state, i.start) for i in progress.items) or progress.message)
@@ -179,7 +179,7 @@ class Grid5000Platform:
         if self.progress is not None:
             self.progress(progress)
 
-    def _save(self, topology: Topology, record: RunRecord) -> Topology:
+    def _save(self, topology: Topology, record: Grid5000Record) -> Topology:
         record.api = self.api.uri
         record.save(topology)
         if self.checkpoint is not None:
@@ -191,7 +191,7 @@ class Grid5000Platform:
     def plan(self, topology: Topology, request: Request | None = None) -> Topology:
         """Choose the start time and the hosts; VMs placed on the predicted hosts. Submits nothing."""
         topo = topology.copy()
-        record = RunRecord.load(topo)
+        record = Grid5000Record.load(topo)
         if request is not None:
             env = environment(request.env_name, request.env_file, login=self.login)
             record.options = Options.from_request(request, env)
@@ -202,7 +202,7 @@ class Grid5000Platform:
         topo = self._take_jobs(topo, record) if record.options.jobs else self._plan_into(topo, record, None)
         return self._save(topo, record)
 
-    def _plan_into(self, topo: Topology, record: RunRecord, not_before: int | None) -> Topology:
+    def _plan_into(self, topo: Topology, record: Grid5000Record, not_before: int | None) -> Topology:
         options = record.options
         names = [e.name for e in options.resources] + [node_of(h) for h in named_hosts(topo)]
         if named_hosts(topo):
@@ -267,7 +267,7 @@ class Grid5000Platform:
         if demand.vms:
             place(demand.vms, hosts, demand.distribution, limits=demand.limits, seed=demand.seed)
 
-    def _take_jobs(self, topo: Topology, record: RunRecord) -> Topology:
+    def _take_jobs(self, topo: Topology, record: Grid5000Record) -> Topology:
         """``-j``: the given jobs' hosts (predicted ones while a job waits), subnets and vlan."""
         refs = record.options.jobs
         found: list[tuple[str, dict[str, Any]]] = []
@@ -320,7 +320,7 @@ class Grid5000Platform:
         return hits[0]
 
     @staticmethod
-    def _check_job_network(record: RunRecord, found: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    def _check_job_network(record: Grid5000Record, found: Sequence[tuple[str, dict[str, Any]]]) -> None:
         held = [job_resources(doc) for _, doc in found]
         if record.options.kavlan:
             if not any(r.vlans for r in held):
@@ -334,7 +334,7 @@ class Grid5000Platform:
 
     def plan_text(self, topology: Topology) -> str:
         """The dry run's report: start, the exact OAR requests (one plain line each), the placement."""
-        record = RunRecord.load(topology)
+        record = Grid5000Record.load(topology)
         lines: list[str] = []
         name = f"vm5k-{topology.meta.get(RUN_ID_KEY, '<run id>')}"
         walltime = None
@@ -387,13 +387,13 @@ class Grid5000Platform:
     def reserve(self, topology: Topology) -> Topology:
         """Submit the plan (one job per site, all or nothing); ``-j`` jobs are taken as they are."""
         topo = topology.copy()
-        record = RunRecord.load(topo)
+        record = Grid5000Record.load(topo)
         if record.jobs:
             log.info("reservation already made: %s", ", ".join(j.label for j in record.jobs))
             return self._save(topo, record)
         if record.plan is None:
             topo = self.plan(topo)
-            record = RunRecord.load(topo)
+            record = Grid5000Record.load(topo)
             if record.jobs:
                 return self._save(topo, record)
         name = job_name(topo)
@@ -427,7 +427,7 @@ class Grid5000Platform:
     def wait_running(self, topology: Topology, *, timeout: float | None = None) -> Topology:
         """Wait until every job runs, reporting state, scheduled start and time left."""
         topo = topology.copy()
-        record = RunRecord.load(topo)
+        record = Grid5000Record.load(topo)
         if not record.jobs:
             raise PlatformError("nothing is reserved yet: reserve first")
         try:
@@ -442,7 +442,7 @@ class Grid5000Platform:
     def resources(self, topology: Topology) -> Topology:
         """The jobs' hosts with their hardware, the VMs placed on them, the address pool and pairs."""
         topo = topology.copy()
-        record = RunRecord.load(topo)
+        record = Grid5000Record.load(topo)
         if not record.jobs:
             raise PlatformError("nothing is reserved yet: reserve first")
         docs = [get_job(self.api, job.site, job.id) for job in record.jobs]
@@ -474,7 +474,7 @@ class Grid5000Platform:
                  ", ".join(j.label for j in record.jobs), len(topo.vms()) - len(topo.unplaced), ranges)
         return self._save(topo, record)
 
-    def _pool(self, topo: Topology, record: RunRecord, held: dict[str, Any], ref: Reference,
+    def _pool(self, topo: Topology, record: Grid5000Record, held: dict[str, Any], ref: Reference,
               vlan_owner: tuple[str, str] | None) -> AddressPool:
         host_sites = [site.id for site in topo.sites if site.clusters and any(c.hosts for c in site.clusters)]
         if vlan_owner is not None:
@@ -495,7 +495,7 @@ class Grid5000Platform:
     def deploy_hosts(self, topology: Topology) -> Topology:
         """Kadeploy the hosts that are not deployed yet; KO ones retried once, then excluded."""
         topo = topology.copy()
-        record = RunRecord.load(topo)
+        record = Grid5000Record.load(topo)
         options = record.options
         hosts = [h for h in topo.hosts() if h.state != HOST_KO]
         if options.nodeploy:
@@ -568,7 +568,7 @@ class Grid5000Platform:
             inside.update(str(item.get("uid")) for item in items)
         return inside
 
-    def _start_deployments(self, topo: Topology, record: RunRecord, hosts: Sequence[Host],
+    def _start_deployments(self, topo: Topology, record: Grid5000Record, hosts: Sequence[Host],
                            attempt: int) -> list[DeploymentRecord]:
         env = record.options.environment
         by_site: dict[str, list[str]] = {}
@@ -591,8 +591,9 @@ class Grid5000Platform:
         def report(all_records: Sequence[DeploymentRecord]) -> None:
             items = tuple(ProgressItem(f"{r.site}:{r.uid}", r.status) for r in all_records)
             running = sum(1 for r in all_records if r.status not in FINAL)
-            self._report(Progress("deploy_hosts", f"Kadeploy: {running} of {len(all_records)} deployments "
-                                  "running" if running else "Kadeploy: deployments done", items))
+            message = (f"Kadeploy: {running} of {len(all_records)} deployments running" if running
+                       else "Kadeploy: deployments done")
+            self._report(ProgressReport("deploy_hosts", message, items))
 
         wait_deployments(self.api, records, poll=self.poll, sleep=self.sleep, progress=report)
 
@@ -611,7 +612,7 @@ class Grid5000Platform:
                 self.marker.mark([h for h, u in ok_hosts if u == uid], env_name, uid)
         done.update(h for h, _ in ok_hosts)
 
-    def _replace_vms(self, topo: Topology, record: RunRecord, ko: Sequence[Host]) -> None:
+    def _replace_vms(self, topo: Topology, record: Grid5000Record, ko: Sequence[Host]) -> None:
         displaced = [vm for host in ko for vm in list(host.vms)]
         for vm in displaced:
             topo.unplace(vm)
@@ -636,7 +637,7 @@ class Grid5000Platform:
     def destroy(self, topology: Topology, *, kill_given: bool = False, timeout: float = 300.0) -> Topology:
         """Kill the jobs this run created (and ``-j`` ones with `kill_given`), and wait until they ended."""
         topo = topology.copy()
-        record = RunRecord.load(topo)
+        record = Grid5000Record.load(topo)
         targets = {(j.site, j.id) for j in record.jobs if kill_given or not j.given}
         run = topo.meta.get(RUN_ID_KEY)
         if run:

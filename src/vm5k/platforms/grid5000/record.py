@@ -88,7 +88,7 @@ class Options:
 
 
 @dataclass
-class RunRecord:
+class Grid5000Record:
     """The platform's part of ``topology.meta`` (see the module docstring)."""
 
     api: str | None = None
@@ -101,7 +101,7 @@ class RunRecord:
     destroyed: bool = False
 
     @classmethod
-    def load(cls, topology: Topology) -> RunRecord:
+    def load(cls, topology: Topology) -> Grid5000Record:
         data = topology.meta.get(META_KEY) or {}
         plan = data.get("plan")
         return cls(data.get("api"), Options.from_dict(data.get("options") or {}),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vm5k.errors import PlatformError
-from vm5k.platforms import Progress, ProgressItem
+from vm5k.platforms import ProgressItem, ProgressReport
 from vm5k.platforms.grid5000.api import ApiClient
 from vm5k.platforms.grid5000.oar import (
     ENDED_STATES,
@@ -114,7 +114,7 @@ def poll_jobs(api: ApiClient, jobs: Sequence[JobRecord]) -> tuple[list[dict[str,
     return docs, api.server_now()
 
 
-def progress_of(jobs: Sequence[JobRecord], now: int) -> Progress:
+def progress_of(jobs: Sequence[JobRecord], now: int) -> ProgressReport:
     """The jobs as a progress report (state, scheduled start, time left)."""
     items = tuple(ProgressItem(job.label, job.state, job.start,
                                max(0, job.start - now) if job.start else None) for job in jobs)
@@ -126,10 +126,10 @@ def progress_of(jobs: Sequence[JobRecord], now: int) -> Progress:
         left = _duration(max(0, later - now))
         when = f", start {paris_date(later)} Europe/Paris (in {left})" if later else ""
         message = f"waiting for {len(waiting)} of {len(items)} job{'s' * (len(items) != 1)}{when}"
-    return Progress("wait_running", message, items)
+    return ProgressReport("wait_running", message, items)
 
 
-def wait_running(api: ApiClient, jobs: Sequence[JobRecord], *, report: Callable[[Progress], None],
+def wait_running(api: ApiClient, jobs: Sequence[JobRecord], *, report: Callable[[ProgressReport], None],
                  poll: float = 10.0, sleep: Callable[[float], None] = time.sleep,
                  timeout: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
     """Poll until every job runs; PlatformError if one ends first (or `timeout` wall seconds pass)."""
