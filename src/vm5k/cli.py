@@ -25,7 +25,15 @@ from typing import Any, NoReturn
 from vm5k import __version__, outdir, render
 from vm5k.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, Vm5kError
 from vm5k.log import add_file_handler, remove_file_handler, setup_logging
-from vm5k.placement import DISTRIBUTIONS, NotEnoughCapacity, check, counted_fit, distribute, max_vms
+from vm5k.placement import (
+    DEFAULT_DISTRIBUTION,
+    DISTRIBUTIONS,
+    NotEnoughCapacity,
+    check,
+    counted_fit,
+    distribute,
+    max_vms,
+)
 from vm5k.program import check_program
 from vm5k.request import Request, build_request, format_walltime, parse_vm_template
 from vm5k.runstate import check_outdir_reusable
@@ -176,7 +184,7 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
                      help="Where to create the qcow2: one (default) or all")
     vms.add_argument("-d", "--vm_distribution", "--vm-distribution", dest="vm_distribution",
                      metavar="VM_DISTRIBUTION",
-                     help="how to distribute the VMs (default round-robin):\n"
+                     help=f"how to distribute the VMs (default {DEFAULT_DISTRIBUTION}):\n"
                           + ", ".join(DISTRIBUTIONS))
     vms.add_argument("--vm-clean-disks", "--vm_clean_disks", dest="vm_clean_disks", action="store_true",
                      default=None, help="force to use a fresh copy of the vms backing_file")
@@ -241,9 +249,10 @@ def parse_request(argv: Sequence[str], now: datetime | None = None) -> tuple[Req
     request, warnings = build_request(options, infile_data=infile_data, hosts_text=hosts_text)
     if request.program is not None:
         check_program(request.program, os.getcwd())
-    if request.action == "deploy" and request.distribution == "random" and request.seed is None:
+    policy = request.placement
+    if request.action == "deploy" and policy.distribution == "random" and policy.seed is None:
         seed = random.SystemRandom().randrange(2**31)
-        request = dataclasses.replace(request, seed=seed)
+        request = dataclasses.replace(request, placement=dataclasses.replace(policy, seed=seed))
         warnings.append(f"random distribution: seed {seed} "
                         f"(give --seed {seed} to place the VMs the same way)")
     return request, warnings
@@ -256,21 +265,19 @@ def dry_run_from_file(request: Request) -> int:
     notes: list[str] = []
     skipped: list[str] = []
     if topo.unplaced:
-        placement = distribute(topo, request.distribution, limits=request.limits, seed=request.seed)
+        placement = distribute(topo, request.placement)
         warnings += placement.warnings
-    unchecked = check(topo, request.limits)
+    unchecked = check(topo, request.placement.limits)
     if unchecked:
         skipped.append(f"capacity (RAM, vCPUs) of {len(unchecked)} of {len(topo.hosts())} hosts: the file "
                        "gives no ram/cores for them and no platform was asked "
                        "(add --api to check against Grid'5000)")
     else:
-        notes.append(f"capacity checked from the file: {request.limits.describe()}")
+        notes.append(f"capacity checked from the file: {request.placement.limits.describe()}")
     skipped.append("availability of the hosts and the reservation slot: no platform was contacted")
     topo.meta.update({
         "vm5k_version": __version__, "dry_run": True, "infile": request.infile, "platform": None,
-        "walltime": request.walltime, "distribution": request.distribution, "seed": request.seed,
-        "limits": {"host_reserve_mib": request.limits.host_reserve_mib,
-                   "cpu_overcommit": request.limits.cpu_overcommit},
+        "walltime": request.walltime, **request.placement.to_dict(),
     })
     folder = outdir.make_outdir(request.outdir)
     check_outdir_reusable(folder)
@@ -392,10 +399,10 @@ def _max_vms(argv: Sequence[str]) -> int:
         if all(host.capacity is None for host in hosts):
             raise UsageError(f"-i: the hosts of {infile} carry no capacity (ram and cores attributes); "
                              "use -j or -r to read it from Grid'5000")
-    result = max_vms(hosts, template, request.limits)
+    result = max_vms(hosts, template, request.placement.limits)
     capacities = {}
     for host in hosts:
-        budget = request.limits.budget(host.capacity)
+        budget = request.placement.limits.budget(host.capacity)
         if budget.mem is not None and budget.vcpus is not None:
             capacities[host.id] = (budget.mem, budget.vcpus)
     counted = []
@@ -404,7 +411,7 @@ def _max_vms(argv: Sequence[str]) -> int:
             label = f"{element.name}:{element.count}"
             members = [host.id for host in hosts if label in host.extra.get("counted", ())]
             counted.append(counted_fit(result, members, label, element.count))
-    sys.stdout.write(render.max_vms_text(result, request.limits, capacities, counted))
+    sys.stdout.write(render.max_vms_text(result, request.placement.limits, capacities, counted))
     return EXIT_OK
 
 

@@ -26,7 +26,7 @@ from vm5k.addresses import AddressPool, assign
 from vm5k.errors import DeploymentError, Vm5kError
 from vm5k.hypervisor import RunSettings, VmNetwork, deploy_vms, setup_hosts, setup_service
 from vm5k.keys import PRIVATE_KEY
-from vm5k.placement import Limits, place_unplaced
+from vm5k.placement import PlacementPolicy, place_unplaced
 from vm5k.platforms import Platform
 from vm5k.program import run_program
 from vm5k.progress import Reporter
@@ -56,9 +56,7 @@ class RunContext:
     reporter: Reporter
     loop: asyncio.Runner
     request: Request | None = None  # None on --resume and --destroy: the record says everything
-    limits: Limits = field(default_factory=Limits)
-    distribution: str = "round-robin"
-    seed: int | None = None
+    placement: PlacementPolicy = field(default_factory=PlacementPolicy)
     _runner: SshRunner | None = None
 
     # -- state ---------------------------------------------------------------------------------------
@@ -154,7 +152,7 @@ def evacuate_ko_hosts(ctx: RunContext, topology: Topology, why: str) -> Topology
     for vm in displaced:
         topo.unplace(vm)
     try:
-        for warning in place_unplaced(topo, ctx.distribution, ctx.limits, ctx.seed):
+        for warning in place_unplaced(topo, ctx.placement):
             log.warning("%s", warning)
     except DeploymentError:
         raise

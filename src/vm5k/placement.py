@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from vm5k.errors import UsageError
 from vm5k.topology import HOST_KO, MIB, VM, Capacity, Host, Topology, VMTemplate
@@ -41,7 +42,8 @@ from vm5k.topology import HOST_KO, MIB, VM, Capacity, Host, Topology, VMTemplate
 DEFAULT_HOST_RESERVE_MIB = 1024
 DEFAULT_CPU_OVERCOMMIT = 2.0
 
-DISTRIBUTIONS = ("round-robin", "n_by_hosts", "concentrated", "random")
+DEFAULT_DISTRIBUTION = "round-robin"
+DISTRIBUTIONS = (DEFAULT_DISTRIBUTION, "n_by_hosts", "concentrated", "random")
 _ALIASES = {"distributed": "round-robin", "round_robin": "round-robin", "roundrobin": "round-robin",
             "n-by-hosts": "n_by_hosts"}
 
@@ -81,6 +83,46 @@ class Limits:
     def describe(self) -> str:
         return (f"{self.host_reserve_mib} MiB of each host kept for the hypervisor, "
                 f"{self.cpu_overcommit:g} vCPU per hardware thread")
+
+
+@dataclass(frozen=True)
+class PlacementPolicy:
+    """How the user asked VMs to be placed: the distribution, the seed of ``random``, the capacity limits.
+
+    Why one value: the request, the planner, every platform and the run record all place VMs (the plan,
+    then again when hosts fail or are replaced), and must all place them the same way.
+
+    >>> policy = PlacementPolicy("distributed", seed=7)
+    >>> policy.distribution
+    'round-robin'
+    >>> PlacementPolicy.from_dict(policy.to_dict()) == policy
+    True
+    """
+
+    distribution: str = DEFAULT_DISTRIBUTION
+    seed: int | None = None
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "distribution", normalize_distribution(self.distribution))
+
+    def place(self, vms: Sequence[VM], hosts: Sequence[Host]) -> Placement:
+        """`place` with this policy."""
+        return place(vms, hosts, self.distribution, limits=self.limits, seed=self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON values, as the run records and ``--dry-run`` keep them."""
+        return {"distribution": self.distribution, "seed": self.seed,
+                "limits": {"host_reserve_mib": self.limits.host_reserve_mib,
+                           "cpu_overcommit": self.limits.cpu_overcommit}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlacementPolicy:
+        """The inverse of `to_dict` (the limits may also stand at the top level, as older runs kept them)."""
+        limits = data.get("limits") or data
+        return cls(str(data.get("distribution") or DEFAULT_DISTRIBUTION), data.get("seed"),
+                   Limits(int(limits.get("host_reserve_mib", DEFAULT_HOST_RESERVE_MIB)),
+                          float(limits.get("cpu_overcommit", DEFAULT_CPU_OVERCOMMIT))))
 
 
 @dataclass(frozen=True)
@@ -161,7 +203,7 @@ class _Slot:
         self.vcpus -= vm.n_cpu
 
 
-def place(vms: Sequence[VM], hosts: Sequence[Host], distribution: str = "round-robin", *,
+def place(vms: Sequence[VM], hosts: Sequence[Host], distribution: str = DEFAULT_DISTRIBUTION, *,
           limits: Limits | None = None, seed: int | None = None) -> Placement:
     """Choose a host for each VM; VMs already on `hosts` count as used. Pure: nothing is modified.
 
@@ -201,10 +243,9 @@ def place(vms: Sequence[VM], hosts: Sequence[Host], distribution: str = "round-r
     return result
 
 
-def distribute(topology: Topology, distribution: str = "round-robin", *, limits: Limits | None = None,
-               seed: int | None = None) -> Placement:
+def distribute(topology: Topology, policy: PlacementPolicy | None = None) -> Placement:
     """Place the topology's unplaced VMs on its hosts (in document order) and move them there."""
-    placement = place(topology.unplaced, topology.hosts(), distribution, limits=limits, seed=seed)
+    placement = (policy or PlacementPolicy()).place(topology.unplaced, topology.hosts())
     topology.assign(placement.assignment)
     return placement
 
@@ -396,11 +437,12 @@ def _few(names: Sequence[str], limit: int = 3) -> str:
     return listed + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def place_unplaced(topology: Topology, distribution: str, limits: Limits, seed: int | None) -> list[str]:
+def place_unplaced(topology: Topology, policy: PlacementPolicy) -> list[str]:
     """Place the unplaced VMs on the hosts that are not KO; returns placement warnings.
 
     NotEnoughCapacity (a UsageError naming what is missing) when they do not fit.
     """
+    limits = policy.limits
     if not topology.unplaced:
         return []
     hosts = [host for host in topology.hosts() if host.state != HOST_KO]
@@ -408,12 +450,12 @@ def place_unplaced(topology: Topology, distribution: str, limits: Limits, seed: 
         raise NotEnoughCapacity(f"no host left for {len(topology.unplaced)} VMs",
                                 (len(topology.unplaced), 0, 0), (0, 0, 0), limits, 0)
     try:
-        placement = place(topology.unplaced, hosts, distribution, limits=limits, seed=seed)
+        placement = policy.place(topology.unplaced, hosts)
     except NotEnoughCapacity:
         # VMs of mixed sizes can fragment in one host order and fit in another: biggest hosts first
         biggest = sorted(hosts, key=lambda h: -(limits.budget(h.capacity).mem or 0))
         if biggest == hosts:
             raise
-        placement = place(topology.unplaced, biggest, distribution, limits=limits, seed=seed)
+        placement = policy.place(topology.unplaced, biggest)
     topology.assign(placement.assignment)
     return placement.warnings

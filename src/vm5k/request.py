@@ -21,7 +21,7 @@ from typing import Any
 
 from vm5k.errors import UsageError
 from vm5k.hypervisor.provision import is_package_name
-from vm5k.placement import Limits, normalize_distribution
+from vm5k.placement import DEFAULT_DISTRIBUTION, Limits, PlacementPolicy, normalize_distribution
 from vm5k.topology import (
     TEMPLATE_ATTRIBUTES,
     Topology,
@@ -238,7 +238,7 @@ class Request:
 
     `topology` holds the VMs to deploy: with ``-n``, VMs ``vm-1`` … ``vm-N`` not placed yet; with ``-i``,
     the file's sites, clusters, hosts and VMs (placed as written; VMs directly under the root are placed
-    by `distribution`). `action` is ``deploy``, ``resume`` (``--resume OUTDIR``) or ``destroy``.
+    by `placement`). `action` is ``deploy``, ``resume`` (``--resume OUTDIR``) or ``destroy``.
     """
 
     outdir: str
@@ -253,9 +253,7 @@ class Request:
     jobs: tuple[JobRef, ...] = ()
     walltime: int | None = DEFAULT_WALLTIME
     kavlan: bool = False
-    distribution: str = "round-robin"
-    seed: int | None = None
-    limits: Limits = field(default_factory=Limits)
+    placement: PlacementPolicy = field(default_factory=PlacementPolicy)
     env_name: str | None = None
     env_file: str | None = None
     forcedeploy: bool = False
@@ -324,7 +322,7 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
     template = parse_vm_template(get("vm_template")) if get("vm_template") is not None else VMTemplate()
     backing = printable(get("vm_backing_file"), "-f") if get("vm_backing_file") is not None else None
     distribution = normalize_distribution(get("vm_distribution") if get("vm_distribution") is not None
-                                          else "round-robin")
+                                          else DEFAULT_DISTRIBUTION)
     limits = Limits(
         host_reserve_mib=(parse_int(get("host_reserve"), "--host-reserve (MiB)", minimum=0, maximum=1 << 30)
                           if get("host_reserve") is not None else Limits().host_reserve_mib),
@@ -430,7 +428,7 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
     request = Request(
         outdir=outdir, action="deploy", dry_run=bool(get("dry_run")), topology=topology, infile=infile,
         n_vm=n_vm, template=template, resources=resources, blacklist=blacklist, jobs=jobs, walltime=walltime,
-        kavlan=bool(get("kavlan")), distribution=distribution, seed=seed, limits=limits, env_name=env_name,
+        kavlan=bool(get("kavlan")), placement=PlacementPolicy(distribution, seed, limits), env_name=env_name,
         env_file=env_file, forcedeploy=bool(get("forcedeploy")), nodeploy=bool(get("nodeploy")),
         host_packages=packages, packages_upgrade=bool(get("packages_upgrade")), vm_backing_file=backing,
         vm_disk_location=disk_location, vm_clean_disks=bool(get("vm_clean_disks")), program=program,

@@ -1,10 +1,10 @@
 """What a run records about itself in ``topology.meta["run"]``: enough for ``--resume`` and ``--destroy``.
 
-The topology is the one document of a run (DESIGN.md); the platforms keep their own part of ``meta``
-(jobs, deployments, the address pool), and this module keeps the workflow's: the run id, the platform and
-how to reach it (API URL, SSH config — never credentials), the hypervisor's settings, the options the
-later steps need (program, plot), the steps done with their durations, and the run's status. The run id
-is also ``meta["run_id"]``, the key the platforms read to name their jobs.
+The topology is the one document of a run (see docs/architecture.md); the platforms keep their own part of
+``meta`` (jobs, deployments, the address pool), and this module keeps the workflow's: the run id, the
+platform and how to reach it (API URL, SSH config — never credentials), the hypervisor's settings, the
+options the later steps need (program, plot), the steps done with their durations, and the run's status.
+The run id is also ``meta["run_id"]``, the key the platforms read to name their jobs.
 
 >>> from vm5k.topology import Topology
 >>> topo = Topology()
@@ -24,6 +24,7 @@ from typing import Any
 
 from vm5k import outdir
 from vm5k.errors import UsageError
+from vm5k.placement import PlacementPolicy
 from vm5k.topology import Topology
 
 RUN_KEY = "run"
@@ -51,7 +52,7 @@ class RunRecord:
     hosts: list[str] = field(default_factory=list)  # the hosts platform's hosts (--hosts)
     vm_network: dict[str, str] | None = None  # the hosts platform's VM network (--vm-network)
     gateway: bool = False  # hosts are reached through an access gateway: fewer parallel connections
-    placement: dict[str, Any] = field(default_factory=dict)  # distribution, seed, limits: to re-place VMs
+    placement: PlacementPolicy | None = None  # to place VMs again the way the user asked
     hypervisor: dict[str, Any] = field(default_factory=dict)  # RunSettings.to_dict()
     program: str | None = None
     plot: bool = False
@@ -81,7 +82,9 @@ class RunRecord:
         self.steps[name] = round(seconds, 3)
 
     def save(self, topology: Topology) -> Topology:
-        topology.meta[RUN_KEY] = asdict(self)
+        data = asdict(self)
+        data["placement"] = self.placement.to_dict() if self.placement is not None else None
+        topology.meta[RUN_KEY] = data
         topology.meta[RUN_ID_KEY] = self.run_id
         return topology
 
@@ -92,6 +95,8 @@ class RunRecord:
             raise UsageError("this outdir holds no vm5k run record (topology.json without its run)")
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         try:
+            placement = known.get("placement")
+            known["placement"] = PlacementPolicy.from_dict(placement) if placement else None
             return cls(**known)
         except TypeError as error:
             raise UsageError(f"the run record in topology.json is broken: {error}") from None

@@ -31,7 +31,6 @@ from vm5k.hypervisor import RunSettings, destroy_leftovers, destroy_run, ko_vms
 from vm5k.keys import ensure_run_key
 from vm5k.log import add_file_handler
 from vm5k.pipeline import KNOWN_HOSTS, STEPS, RunContext, identity_files
-from vm5k.placement import Limits
 from vm5k.platforms import make_platform
 from vm5k.platforms.grid5000.credentials import ENV_API, credentials_path, on_grid5000_frontend
 from vm5k.platforms.hosts import HostsNetwork
@@ -107,7 +106,7 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
         settings["hosts"] = tuple(record.hosts)
         settings["network"] = HostsNetwork(**(record.vm_network or {}))
         if request is not None:
-            settings.update(limits=request.limits, distribution=request.distribution, seed=request.seed)
+            settings["placement"] = request.placement
     context.platform = make_platform(record.platform, **settings)
     if not record.hypervisor:
         options = request
@@ -120,13 +119,9 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
             **({"boot_timeout": float(options.boot_timeout)} if options and options.boot_timeout else {}),
         ).to_dict()
     if request is not None:
-        record.placement = {"distribution": request.distribution, "seed": request.seed,
-                            "host_reserve_mib": request.limits.host_reserve_mib,
-                            "cpu_overcommit": request.limits.cpu_overcommit}
-    if record.placement:  # VMs of hosts that fail are placed again the way the user asked
-        context.distribution = record.placement["distribution"]
-        context.seed = record.placement["seed"]
-        context.limits = Limits(record.placement["host_reserve_mib"], record.placement["cpu_overcommit"])
+        record.placement = request.placement
+    if record.placement is not None:  # VMs of hosts that fail are placed again the way the user asked
+        context.placement = record.placement
     return context
 
 

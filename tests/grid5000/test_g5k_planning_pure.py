@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from vm5k.errors import UsageError
-from vm5k.placement import Limits, NotEnoughCapacity, place
+from vm5k.placement import Limits, NotEnoughCapacity, PlacementPolicy, place
 from vm5k.platforms.grid5000.planning import (
     INFINITY,
     Availability,
@@ -238,8 +238,8 @@ def test_vm_sized_plan_holds_the_vms_with_fewest_hosts_earliest(world: tuple[Inv
     for site in availability.sites.values():  # subnets never limit here: only the hosts do
         site.subnets = {cidr: Usage() for cidr in site.subnets}
     limits = Limits()
-    demand = Demand(elements=(Element("grid5000"),), walltime=1800, vms=vms, distribution=distribution,
-                    limits=limits)
+    demand = Demand(elements=(Element("grid5000"),), walltime=1800, vms=vms,
+                    placement=PlacementPolicy(distribution, limits=limits))
     try:
         plan = plan_slot(inventory, availability, demand)
     except NotEnoughCapacity:

@@ -216,15 +216,15 @@ def test_runs_go_to_the_workflow() -> None:
     assert status == 0, err
     (kind, request), = calls
     assert kind == "run" and isinstance(request, Request)
-    assert request.n_vm == 4 and request.walltime == 1200 and request.seed == 7
+    assert request.n_vm == 4 and request.walltime == 1200 and request.placement.seed == 7
     assert [vm.id for vm in request.topology.unplaced] == ["vm-1", "vm-2", "vm-3", "vm-4"]
 
 
 def test_a_random_distribution_records_its_seed() -> None:
     with in_workdir(), fake_workflow() as calls:
         status, _, err = run(["-n", "4", "-w", "1:00", "-d", "random"])
-    assert status == 0 and calls[0][1].seed is not None
-    assert f"--seed {calls[0][1].seed}" in err
+    assert status == 0 and calls[0][1].placement.seed is not None
+    assert f"--seed {calls[0][1].placement.seed}" in err
 
 
 def test_an_internal_error_is_one_line_too() -> None:

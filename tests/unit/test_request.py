@@ -163,7 +163,7 @@ def test_defaults_and_their_warnings() -> None:
     request, warnings = build()
     assert request.n_vm == DEFAULT_N_VM and len(request.topology.unplaced) == DEFAULT_N_VM
     assert request.walltime == 3600 and request.resources == (Element("grid5000"),)
-    assert request.distribution == "round-robin" and request.needs_platform
+    assert request.placement.distribution == "round-robin" and request.needs_platform
     assert any("-n" in w for w in warnings) and any("-w" in w for w in warnings)
 
 
@@ -173,7 +173,7 @@ def test_n_vm_with_a_template_and_backing_file() -> None:
     assert warnings == []
     assert [vm.id for vm in request.topology.unplaced] == ["vm-1", "vm-2", "vm-3"]
     assert {(vm.mem, vm.backing_file) for vm in request.topology.unplaced} == {(2048, "/img.qcow2")}
-    assert request.distribution == "round-robin" and request.walltime == 7200
+    assert request.placement.distribution == "round-robin" and request.walltime == 7200
 
 
 def test_infile_request_keeps_hosts_and_placement_and_forgets_run_state() -> None:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from vm5k.addresses import KAVLAN, SUBNET, AddressPool, AddressRange, assign
 from vm5k.errors import DeploymentError, UsageError
-from vm5k.placement import Limits, place
+from vm5k.placement import PlacementPolicy
 from vm5k.platforms import ProgressCallback, ProgressReport
 from vm5k.remote import SshRunner, SshSettings, SyncRunner
 from vm5k.render import plan_text
@@ -150,9 +150,7 @@ class HostsPlatform:
     progress: ProgressCallback | None = None
     site: str = "hosts"
     cluster: str = "hosts"
-    limits: Limits = field(default_factory=Limits)
-    distribution: str = "round-robin"
-    seed: int | None = None
+    placement: PlacementPolicy = field(default_factory=PlacementPolicy)
     name: str = "hosts"
 
     def __post_init__(self) -> None:
@@ -173,14 +171,14 @@ class HostsPlatform:
         """The hosts with their capacity (read over SSH), and the VMs placed on the reachable ones."""
         topo = topology.copy()
         if request is not None:
-            self.limits, self.distribution, self.seed = request.limits, request.distribution, request.seed
+            self.placement = request.placement
         for name in self.hosts:
             if topo.find_host(name) is None:
                 topo.add_host(self.site, self.cluster, Host(name))
         self._read_capacity(topo, [host for host in topo.hosts() if host.capacity is None])
         usable = [host for host in topo.hosts() if host.state != HOST_KO]
         if topo.unplaced:
-            placement = place(topo.unplaced, usable, self.distribution, limits=self.limits, seed=self.seed)
+            placement = self.placement.place(topo.unplaced, usable)
             topo.assign(placement.assignment)
             for warning in placement.warnings:
                 log.warning("%s", warning)

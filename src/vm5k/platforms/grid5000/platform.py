@@ -17,7 +17,7 @@ from typing import Any
 from vm5k import render
 from vm5k.addresses import AddressPool, AddressRange, assign, kavlan_range, subnet_range, with_service_address
 from vm5k.errors import DeploymentError, PlatformError, UsageError
-from vm5k.placement import NotEnoughCapacity, place, place_unplaced
+from vm5k.placement import NotEnoughCapacity, place_unplaced
 from vm5k.platforms import ProgressCallback, ProgressItem, ProgressReport
 from vm5k.platforms.grid5000.api import ApiClient, ApiError
 from vm5k.platforms.grid5000.credentials import ApiConfig, load_api_config
@@ -216,9 +216,8 @@ class Grid5000Platform:
             raise UsageError("no walltime: give -w")
         def make_demand() -> Demand:
             demand = demand_for(topo, tuple(options.resources), inventory, blacklist=blacklist,
-                                walltime=options.walltime, limits=options.limits,
-                                distribution=options.distribution, seed=options.seed, kavlan=options.kavlan,
-                                queue=options.queue)
+                                walltime=options.walltime, placement=options.placement,
+                                kavlan=options.kavlan, queue=options.queue)
             return demand if not_before is None else with_not_before(demand, not_before)
 
         demand = make_demand()
@@ -236,7 +235,7 @@ class Grid5000Platform:
         self._check_capacity(plan, demand)
         record.plan = plan
         topo = apply_plan(topo, plan, inventory)
-        for warning in place_unplaced(topo, options.distribution, options.limits, options.seed):
+        for warning in place_unplaced(topo, options.placement):
             log.warning("%s", warning)
         log.info("planned: start %s Europe/Paris on %s", paris_date(plan.start),
                  ", ".join(f"{site} ({part.node_count} node{'s' * (part.node_count != 1)})"
@@ -265,7 +264,7 @@ class Grid5000Platform:
         for host in hosts:
             host.vms = list(demand.assigned.get(host.id, ()))
         if demand.vms:
-            place(demand.vms, hosts, demand.distribution, limits=demand.limits, seed=demand.seed)
+            demand.placement.place(demand.vms, hosts)
 
     def _take_jobs(self, topo: Topology, record: Grid5000Record) -> Topology:
         """``-j``: the given jobs' hosts (predicted ones while a job waits), subnets and vlan."""
@@ -283,8 +282,7 @@ class Grid5000Platform:
         self._check_job_network(record, found)
         ref = self.reference([site for site, _ in found])
         topo = apply_jobs(topo, nodes, ref.inventory, None)
-        for warning in place_unplaced(topo, record.options.distribution, record.options.limits,
-                                      record.options.seed):
+        for warning in place_unplaced(topo, record.options.placement):
             log.warning("%s", warning)
         record.jobs = records
         return topo
@@ -459,8 +457,7 @@ class Grid5000Platform:
         sites = list(dict.fromkeys(job.site for job in record.jobs))
         ref = self.reference(sites)
         topo = apply_jobs(topo, {label: r.nodes for label, r in held.items()}, ref.inventory, vlan)
-        for warning in place_unplaced(topo, record.options.distribution, record.options.limits,
-                                      record.options.seed):
+        for warning in place_unplaced(topo, record.options.placement):
             log.warning("%s", warning)
         pool = self._pool(topo, record, held, ref, vlan_owner if vlan else None)
         pool, service = with_service_address(pool, topo.meta.get(SERVICE_KEY))
@@ -620,7 +617,7 @@ class Grid5000Platform:
             return
         options = record.options
         try:
-            for warning in place_unplaced(topo, options.distribution, options.limits, options.seed):
+            for warning in place_unplaced(topo, options.placement):
                 log.warning("%s", warning)
         except NotEnoughCapacity as error:
             self._save(topo, record)

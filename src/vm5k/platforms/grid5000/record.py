@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vm5k.placement import Limits
+from vm5k.placement import PlacementPolicy
 from vm5k.platforms.grid5000.kadeploy import DEFAULT_ENVIRONMENT, DeploymentRecord, Environment
 from vm5k.platforms.grid5000.oar import JobRecord
 from vm5k.platforms.grid5000.planning import Plan
@@ -51,15 +51,13 @@ class Options:
     environment: Environment = field(default_factory=lambda: Environment(DEFAULT_ENVIRONMENT))
     forcedeploy: bool = False
     nodeploy: bool = False
-    distribution: str = "round-robin"
-    seed: int | None = None
-    limits: Limits = field(default_factory=Limits)
+    placement: PlacementPolicy = field(default_factory=PlacementPolicy)
 
     @classmethod
     def from_request(cls, request: Request, environment: Environment) -> Options:
         return cls(tuple(request.resources), tuple(request.blacklist), tuple(request.jobs), request.walltime,
                    request.kavlan, request.queue, environment, request.forcedeploy, request.nodeploy,
-                   request.distribution, request.seed, request.limits)
+                   request.placement)
 
     def with_(self, **changes: Any) -> Options:
         return replace(self, **changes)
@@ -69,22 +67,17 @@ class Options:
                 "jobs": [[j.site, j.id] for j in self.jobs], "walltime": self.walltime, "kavlan": self.kavlan,
                 "queue": self.queue, "environment": self.environment.to_dict(),
                 "forcedeploy": self.forcedeploy, "nodeploy": self.nodeploy,
-                "distribution": self.distribution, "seed": self.seed,
-                "limits": {"host_reserve_mib": self.limits.host_reserve_mib,
-                           "cpu_overcommit": self.limits.cpu_overcommit}}
+                **self.placement.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Options:
-        limits = data.get("limits") or {}
         return cls(tuple(Element(str(n), c) for n, c in data.get("resources") or [[GRID5000, None]]),
                    tuple(str(b) for b in data.get("blacklist") or ()),
                    tuple(JobRef(s, int(i)) for s, i in data.get("jobs") or ()),
                    data.get("walltime"), bool(data.get("kavlan")), str(data.get("queue") or "default"),
                    Environment.from_dict(data.get("environment") or {"name": DEFAULT_ENVIRONMENT}),
                    bool(data.get("forcedeploy")), bool(data.get("nodeploy")),
-                   str(data.get("distribution") or "round-robin"), data.get("seed"),
-                   Limits(int(limits.get("host_reserve_mib", Limits().host_reserve_mib)),
-                          float(limits.get("cpu_overcommit", Limits().cpu_overcommit))))
+                   PlacementPolicy.from_dict(data))
 
 
 @dataclass

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vm5k.placement import Limits
+from vm5k.placement import PlacementPolicy
 from vm5k.platforms.grid5000.planning.common import MAX_SLASH22, SLASH22_PER_SLASH16, VMS_PER_SLASH22
 from vm5k.request import GRID5000, Element, format_walltime
 from vm5k.topology import VM, Capacity, Host, natural_key
@@ -27,7 +27,7 @@ class Demand:
     hosts: hosts named by a topology file (FQDN or short name): each must be free at the start.
     vms: the VMs that still need a host; `assigned` the VMs already on named hosts (host → VMs).
     kavlan: a KaVLAN instead of subnets. queue: the OAR queue. not_before: earliest start (epoch).
-    seed: of the random distribution, so that sizing checks the placement the run will make.
+    placement: the run's policy, so that sizing checks the placement the run will make.
     """
 
     elements: tuple[Element, ...] = (Element(GRID5000),)
@@ -36,9 +36,7 @@ class Demand:
     walltime: int = 3600
     vms: tuple[VM, ...] = ()
     assigned: Mapping[str, tuple[VM, ...]] = field(default_factory=dict)
-    limits: Limits = field(default_factory=Limits)
-    distribution: str = "round-robin"
-    seed: int | None = None
+    placement: PlacementPolicy = field(default_factory=PlacementPolicy)
     kavlan: bool = False
     queue: str = "default"
     not_before: int | None = None

@@ -70,7 +70,7 @@ def substitutes(inventory: Inventory, availability: Availability, demand: Demand
             usage = site.get(other.fqdn)
             if other.fqdn in taken or usage is None or not usage.usable:
                 continue
-            budget = demand.limits.budget(other.capacity)
+            budget = demand.placement.limits.budget(other.capacity)
             if budget.known and ((budget.mem or 0) < need_mem or (budget.vcpus or 0) < need_cpu):
                 continue
             starts[other.fqdn] = valid_starts(usage.busy, demand.walltime, t0)[0][0]

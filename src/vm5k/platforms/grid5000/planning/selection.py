@@ -169,7 +169,7 @@ def _ranker(capacity: Mapping[str, Capacity], demand: Demand, inventory: Invento
     site_order = {site: index for index, site in enumerate(inventory.sites)}
 
     def key(name: str) -> tuple[Any, ...]:
-        budget = demand.limits.budget(capacity.get(name))
+        budget = demand.placement.limits.budget(capacity.get(name))
         fits = budget.count(smallest) or 0
         cluster = inventory.clusters[name]
         return (-fits, -(budget.mem or 0), site_order.get(cluster.site, 0), natural_key(name))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vm5k.errors import UsageError
-from vm5k.placement import Budget, NotEnoughCapacity, place
+from vm5k.placement import Budget, NotEnoughCapacity
 from vm5k.platforms.grid5000.planning.availability import Availability, valid_starts
 from vm5k.platforms.grid5000.planning.common import INFINITY, VLAN_GLOBAL, VLAN_ROUTED, Interval, NoSlot
 from vm5k.platforms.grid5000.planning.demand import Demand, Plan, SitePlan, subnets_for
@@ -72,10 +72,11 @@ def plan_slot(inventory: Inventory, availability: Availability, demand: Demand) 
 
     resources: list[_Resource] = []
     node_resource: dict[str, int] = {}
+    limits = demand.placement.limits
     for name in cluster_names:
         cluster = inventory.clusters[name]
         status = availability.sites.get(cluster.site)
-        budget = demand.limits.budget(sel.capacity.get(name)) if name in sel.capacity else Budget(0, 0)
+        budget = limits.budget(sel.capacity.get(name)) if name in sel.capacity else Budget(0, 0)
         weight = (budget.count(probe) or 0) if probe is not None else 0
         for node in sel.eligible[name]:
             usage = status.nodes.get(node.fqdn) if status else None
@@ -180,13 +181,14 @@ def _check_possible(sel: Selection, inventory: Inventory, node_resource: Mapping
         everything = host_order(inventory, named, {c: n for c, n in usable.items() if n}, sel.capacity,
                                 demand.assigned)
         sizes = {(vm.mem, vm.n_cpu) for vm in demand.vms}
-        if len(sizes) == 1 and demand.distribution != "n_by_hosts" and not demand.assigned:
+        if len(sizes) == 1 and demand.placement.distribution != "n_by_hosts" and not demand.assigned:
             # VMs of one size, first fit: counting them is exact, and much cheaper than placing them
             probe = demand.vms[0]
-            if sum(demand.limits.budget(h.capacity).count(probe) or 0 for h in everything) >= len(demand.vms):
+            limits = demand.placement.limits
+            if sum(limits.budget(h.capacity).count(probe) or 0 for h in everything) >= len(demand.vms):
                 return
         try:
-            place(demand.vms, everything, demand.distribution, limits=demand.limits, seed=demand.seed)
+            demand.placement.place(demand.vms, everything)
         except NotEnoughCapacity as error:
             raise NotEnoughCapacity(f"even every usable node would not do: {error}", error.needed,
                                     error.available, error.limits, error.max_vms) from None
@@ -319,8 +321,7 @@ class _Allocator:
         if not hosts:
             return not self.demand.vms
         try:
-            place(self.demand.vms, hosts, self.demand.distribution, limits=self.demand.limits,
-                  seed=self.demand.seed)
+            self.demand.placement.place(self.demand.vms, hosts)
         except NotEnoughCapacity:
             return False
         return True
@@ -331,7 +332,7 @@ class _Allocator:
         A lower bound comes first (VM counts for VMs of one size, memory and vCPUs otherwise), then hosts
         are added one at a time until placement (the run's distribution) agrees.
         """
-        limits, vms = self.demand.limits, self.demand.vms
+        limits, vms = self.demand.placement.limits, self.demand.vms
         base = self._hosts_for(chosen, hosts)
         if self._fits(base):
             return True
@@ -376,10 +377,11 @@ class _Allocator:
         bound = 0
         for fqdn in hosts:
             if self.inventory.nodes[fqdn].site == site:
-                bound += self.demand.limits.budget(self.sel.capacity[fqdn]).count(probe) or 0
+                bound += self.demand.placement.limits.budget(self.sel.capacity[fqdn]).count(probe) or 0
         for cluster, count in chosen.items():
             if self.inventory.clusters[cluster].site == site:
-                bound += count * (self.demand.limits.budget(self.sel.capacity[cluster]).count(probe) or 0)
+                budget = self.demand.placement.limits.budget(self.sel.capacity[cluster])
+                bound += count * (budget.count(probe) or 0)
         return min(len(vms), bound)
 
     def _network(self, chosen: dict[str, int], hosts: list[str]) -> dict[str, dict[str, Any]] | None:
