@@ -26,7 +26,7 @@ from vm5k.addresses import AddressPool, assign
 from vm5k.errors import DeploymentError, Vm5kError
 from vm5k.hypervisor import RunSettings, VmNetwork, deploy_vms, setup_hosts, setup_service
 from vm5k.keys import PRIVATE_KEY
-from vm5k.placement import PlacementPolicy, place_unplaced
+from vm5k.placement import NotEnoughCapacity, PlacementPolicy, evacuate
 from vm5k.platforms import Platform
 from vm5k.program import run_program
 from vm5k.progress import Reporter
@@ -148,22 +148,19 @@ def evacuate_ko_hosts(ctx: RunContext, topology: Topology, why: str) -> Topology
     if not ko:
         return topology
     topo = topology.copy()
-    displaced = [vm for host in topo.hosts() if host.state == HOST_KO for vm in list(host.vms)]
-    for vm in displaced:
-        topo.unplace(vm)
+    failed = [host for host in topo.hosts() if host.state == HOST_KO]
+    displaced = sum(len(host.vms) for host in failed)
     try:
-        for warning in place_unplaced(topo, ctx.placement):
+        for warning in evacuate(topo, failed, ctx.placement):
             log.warning("%s", warning)
-    except DeploymentError:
-        raise
-    except Exception as error:
+    except NotEnoughCapacity as error:
         ctx.save(topo)
         names = ", ".join(host.id for host in ko)
-        raise DeploymentError(f"{len(ko)} hosts failed {why} ({names}); their {len(displaced)} VMs do not "
+        raise DeploymentError(f"{len(ko)} hosts failed {why} ({names}); their {displaced} VMs do not "
                               f"fit on the hosts left: {error}") from None
     assign(topo, AddressPool.from_dict(topo.meta.get(POOL_KEY)))
     log.warning("%d hosts failed %s (%s): their %d VMs now run on the other hosts", len(ko), why,
-                ", ".join(host.id for host in ko), len(displaced))
+                ", ".join(host.id for host in ko), displaced)
     return topo
 
 

@@ -459,3 +459,24 @@ def place_unplaced(topology: Topology, policy: PlacementPolicy) -> list[str]:
         placement = policy.place(topology.unplaced, biggest)
     topology.assign(placement.assignment)
     return placement.warnings
+
+
+def evacuate(topology: Topology, failed: Sequence[Host], policy: PlacementPolicy) -> list[str]:
+    """Move the VMs of the `failed` hosts (KO, in `topology`) onto the hosts left; returns placement warnings.
+
+    Why one routine: hosts fail at deployment (Kadeploy) and at set-up (SSH, libvirt); either way the fleet
+    must stay as large as asked, placed the way the user asked. `NotEnoughCapacity` when the VMs do not
+    fit: they are then left unplaced in `topology`, for the record. Any other exception is a bug.
+
+    >>> from vm5k.topology import GIB
+    >>> topo = Topology()
+    >>> failed = topo.add_host("s", "c", Host("a", Capacity(8 * GIB, 4), HOST_KO, vms=[VM("vm-1")]))
+    >>> _ = topo.add_host("s", "c", Host("b", Capacity(8 * GIB, 4)))
+    >>> evacuate(topo, [failed], PlacementPolicy())
+    []
+    >>> [(vm.id, vm.host) for vm in topo.vms()]
+    [('vm-1', 'b')]
+    """
+    for vm in [vm for host in failed for vm in list(host.vms)]:
+        topology.unplace(vm)
+    return place_unplaced(topology, policy)

@@ -17,7 +17,7 @@ from typing import Any
 from vm5k import render
 from vm5k.addresses import AddressPool, AddressRange, assign, kavlan_range, subnet_range, with_service_address
 from vm5k.errors import DeploymentError, PlatformError, UsageError
-from vm5k.placement import NotEnoughCapacity, place_unplaced
+from vm5k.placement import NotEnoughCapacity, evacuate, place_unplaced
 from vm5k.platforms import ProgressCallback, ProgressItem, ProgressReport
 from vm5k.platforms.grid5000.api import ApiClient, ApiError
 from vm5k.platforms.grid5000.credentials import ApiConfig, load_api_config
@@ -610,14 +610,11 @@ class Grid5000Platform:
         done.update(h for h, _ in ok_hosts)
 
     def _replace_vms(self, topo: Topology, record: Grid5000Record, ko: Sequence[Host]) -> None:
-        displaced = [vm for host in ko for vm in list(host.vms)]
-        for vm in displaced:
-            topo.unplace(vm)
+        displaced = [vm for host in ko for vm in host.vms]
         if not displaced:
             return
-        options = record.options
         try:
-            for warning in place_unplaced(topo, options.placement):
+            for warning in evacuate(topo, ko, record.options.placement):
                 log.warning("%s", warning)
         except NotEnoughCapacity as error:
             self._save(topo, record)
