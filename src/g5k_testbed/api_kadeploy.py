@@ -138,7 +138,7 @@ def create_deployment(tb: Testbed, req: Request) -> Reply:
         version=env_version,
         arch=arch,
         key=key_url,
-        vlan=vlan,  # type: ignore[arg-type]
+        vlan=vlan,
         disable_disk_partitioning=bool(data.get("disable_disk_partitioning", False)),
         disable_bootloader_install=bool(data.get("disable_bootloader_install", False)),
         ignore_nodes_deploying=bool(data.get("ignore_nodes_deploying", False)),

@@ -119,7 +119,7 @@ def deep_site(site: SiteData) -> dict[str, Any]:
 
 def _deep_reply(items: dict[str, Any], self_href: str, parent: str | None) -> Reply:
     return Reply(
-        body=collection(items, self_href, parent, total=len(items), version=REFERENCE_VERSION),  # type: ignore[arg-type]
+        body=collection(items, self_href, parent, total=len(items), version=REFERENCE_VERSION),
         cache=True,
     )
 

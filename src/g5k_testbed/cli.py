@@ -188,11 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     _add_serve(subparsers)
     try:
-        from .lab import cli as lab_cli  # part 2: `up`, `down`, `status`, `image`
+        from g5k_testbed.lab import cli as lab_cli  # the lab's commands: `up`, `down`, `status`, `image`
     except ImportError:
-        lab_cli = None
-    if lab_cli is not None:
-        lab_cli.register(subparsers)
+        return parser
+    lab_cli.register(subparsers)
     return parser
 
 

@@ -64,6 +64,7 @@ class _Server(ThreadingHTTPServer):
         self.api = Router(API_ROUTES)
         self.admin = Router(ADMIN_ROUTES) if admin else None
         host, port = self.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         self.base_url = f"http://{host}:{port}"
 
 

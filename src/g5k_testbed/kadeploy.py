@@ -80,7 +80,7 @@ class Deployment:
     arch: str | None = None
     status: str = "processing"
     key: str | None = None  # the URL of the stored key (g5k-api never shows the key itself)
-    vlan: int | None = None
+    vlan: int | str | None = None  # a KaVLAN id (a number), or a name the API was given
     result: dict[str, dict[str, Any]] | None = None
     output: str | None = None
     disable_disk_partitioning: bool = False

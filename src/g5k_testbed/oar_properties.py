@@ -183,7 +183,7 @@ def node_properties(doc: dict[str, Any], site: str, cluster: str, fqdn: str) -> 
     """The OAR properties of a node (the names Grid'5000's OAR uses), from its reference document."""
     arch = doc.get("architecture", {})
     virtual = doc.get("supported_job_types", {}).get("virtual")
-    gpus = doc.get("gpu_devices") or {}
+    gpus: dict[str, dict[str, Any]] = doc.get("gpu_devices") or {}
     return {
         "type": "default",
         "site": site,

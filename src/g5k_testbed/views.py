@@ -19,7 +19,7 @@ def link(rel: str, href: str, kind: str = ITEM) -> dict[str, str]:
 
 
 def collection(
-    items: list[Any],
+    items: list[Any] | dict[str, Any],  # a dict: a deep reply (the reference API's tree by uid)
     self_href: str,
     parent_href: str | None,
     total: int | None = None,

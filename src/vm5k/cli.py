@@ -18,7 +18,7 @@ import os
 import random
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -315,7 +315,7 @@ def _run(argv: Sequence[str]) -> int:
     return int(_workflow().run(request))
 
 
-def _guard(prog: str, body: Any, argv: Sequence[str]) -> int:
+def _guard(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str]) -> int:
     """Run `body(argv)`, turning every failure into one line and an exit status."""
     try:
         return body(argv)

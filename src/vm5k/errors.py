@@ -5,6 +5,13 @@ place that turns a failure into a message and an exit status, and library users 
 catch. The message of a `Vm5kError` is a single line written for the user: it names the problem.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vm5k.topology import Topology
+
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the deployment ran but did not fully succeed (KO hosts or VMs, platform refused, ...)
 EXIT_USAGE = 2  # bad input: nothing was reserved, started or written remotely
@@ -32,4 +39,11 @@ class RemoteError(Vm5kError):
 
 
 class DeploymentError(Vm5kError):
-    """The deployment could not give what was asked (hosts or VMs KO, not enough capacity left)."""
+    """The deployment could not give what was asked (hosts or VMs KO, not enough capacity left).
+
+    `topology`: the state the step reached, when the workflow must record it rather than its last one.
+    """
+
+    def __init__(self, message: str, topology: Topology | None = None) -> None:
+        super().__init__(message)
+        self.topology = topology

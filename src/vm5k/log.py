@@ -110,7 +110,7 @@ class OutdirLogHandler(logging.FileHandler):
         try:
             super().close()
         except OSError:  # the last buffered lines could not be written either (already reported)
-            self.stream = None  # type: ignore[assignment]
+            self.stream = None
 
 
 def add_file_handler(outdir: str | os.PathLike[str], verbosity: int = 0,

@@ -128,8 +128,7 @@ def _yaml_lines(mapping: Mapping[str, object], depth: int) -> Iterator[str]:
     for key, value in mapping.items():
         plain = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) and key.lower() not in _YAML_WORDS
         name = key if plain else json.dumps(key)
-        nested = isinstance(value, dict) and value and all(isinstance(v, dict | None) for v in value.values())
-        if nested:
+        if isinstance(value, dict) and value and all(isinstance(v, dict | None) for v in value.values()):
             yield f"{pad}{name}:\n"
             yield from _yaml_lines(value, depth + 1)
         elif value is None:
@@ -198,9 +197,9 @@ def ssh_config(topo: Topology, settings: SshConfigSettings | None = None) -> str
         lines += _block(vm.id, options)
     every_host = settings.host_options.get("*", {})
     for host in topo.hosts():
-        options = {**every_host, **settings.host_options.get(host.id, {})}
-        if options:
-            lines += _block(host.id, list(options.items()))
+        host_options = {**every_host, **settings.host_options.get(host.id, {})}
+        if host_options:
+            lines += _block(host.id, list(host_options.items()))
     return "\n".join(lines)
 
 

@@ -156,7 +156,7 @@ def parse_vm_template(text: str) -> VMTemplate:
 
 def parse_hosts(text: str) -> tuple[str, ...]:
     """``--hosts``: host names separated by commas, spaces or lines (``#`` starts a comment)."""
-    names = []
+    names: list[str] = []
     for line in text.splitlines():
         names.extend(part for part in re.split(r"[\s,]+", line.split("#", 1)[0]) if part)
     if not names:
@@ -299,7 +299,11 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
     """
     opts = dict(options)
     warnings: list[str] = []
-    get = opts.get
+
+    def get(name: str) -> Any:
+        """An argparse value (a string, a flag, a count) or None when it was not given."""
+        return opts.get(name)
+
     outdir = printable(get("outdir") or "", "-o")
     verbosity = 1 if get("verbose") else -1 if get("quiet") else 0
     api = parse_api_url(get("api")) if get("api") is not None else None

@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,9 @@ class RetryPolicy:
         if not 0 <= self.jitter <= 1:
             raise ValueError("RetryPolicy.jitter must be between 0 and 1")
 
-    def with_(self, **changes: object) -> RetryPolicy:
+    def with_(self, **changes: Any) -> RetryPolicy:
         """A copy with some fields changed, e.g. ``policy.with_(attempts=1)``."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)
 
     def delays(self) -> Iterator[float]:
         """The waits between tries (``attempts - 1`` of them), jitter applied.

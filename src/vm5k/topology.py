@@ -25,14 +25,16 @@ import ipaddress
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import defusedxml
 import defusedxml.ElementTree as SafeET
 
 from vm5k.errors import UsageError
+
+T = TypeVar("T")
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -66,7 +68,7 @@ TOPOLOGY_VERSION = 1
 # validation helpers (shared with request.py)
 
 
-def validate_id(value: str, what: str = "id") -> str:
+def validate_id(value: object, what: str = "id") -> str:
     """Return `value` if it is a safe name for a site, cluster, host or VM, else raise UsageError.
 
     Names reach shells, libvirt XML, DNS and file names: only ``[A-Za-z0-9][A-Za-z0-9.-]*`` passes.
@@ -502,7 +504,7 @@ def template_from_attributes(attrs: Mapping[str, str], defaults: VMTemplate | No
     if "cpu" in attrs:
         attrs.setdefault("n_cpu", attrs["cpu"])
 
-    def get(name: str, parse: Any, default: Any) -> Any:
+    def get(name: str, parse: Callable[[str], T], default: T) -> T:
         return parse(attrs[name]) if name in attrs else default
 
     return VMTemplate(
@@ -818,7 +820,7 @@ def _list(data: Any, what: str) -> list[Any]:
     return data
 
 
-def _optional(obj: Mapping[str, Any], name: str, parse: Any) -> Any:
+def _optional(obj: Mapping[str, Any], name: str, parse: Callable[[Any], T]) -> T | None:
     value = obj.get(name)
     return None if value is None else parse(value)
 

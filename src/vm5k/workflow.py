@@ -28,6 +28,7 @@ from typing import Any
 from vm5k import outdir
 from vm5k.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UsageError, Vm5kError
 from vm5k.hypervisor import RunSettings, destroy_leftovers, destroy_run, ko_vms
+from vm5k.hypervisor.settings import DEFAULT_BOOT_TIMEOUT
 from vm5k.keys import ensure_run_key
 from vm5k.log import add_file_handler
 from vm5k.pipeline import KNOWN_HOSTS, STEPS, RunContext, identity_files
@@ -96,10 +97,11 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
                       known_hosts=folder / KNOWN_HOSTS, record_new_host_keys=True, connect_timeout=30,
                       keepalive_interval=5, keepalive_count_max=3,  # a dropped host is noticed in 15 s
                       max_parallel=PARALLEL_VIA_GATEWAY if record.gateway else PARALLEL_INSIDE_GRID5000)
-    context = RunContext(outdir=folder, record=record, topology=topology, platform=None,  # type: ignore[arg-type]
-                         ssh=ssh, reporter=reporter, loop=loop, request=request)
+    def checkpoint(topo: Topology) -> Topology:  # the platform saves through the context made below
+        return context.save(topo)
+
     settings: dict[str, Any] = {"ssh": ssh, "public_key": public, "progress": reporter.platform,
-                                "checkpoint": context.save}
+                                "checkpoint": checkpoint}
     if record.platform in ("grid5000", "testbed"):
         settings["api"] = record.api
     elif record.platform == "hosts":
@@ -107,7 +109,9 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
         settings["network"] = HostsNetwork(**(record.vm_network or {}))
         if request is not None:
             settings["placement"] = request.placement
-    context.platform = make_platform(record.platform, **settings)
+    context = RunContext(outdir=folder, record=record, topology=topology,
+                         platform=make_platform(record.platform, **settings), ssh=ssh, reporter=reporter,
+                         loop=loop, request=request)
     if not record.hypervisor:
         options = request
         record.hypervisor = RunSettings(
@@ -116,7 +120,8 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
             packages_upgrade=bool(options and options.packages_upgrade),
             disk_location=options.vm_disk_location if options else "one",
             clean_disks=bool(options and options.vm_clean_disks),
-            **({"boot_timeout": float(options.boot_timeout)} if options and options.boot_timeout else {}),
+            boot_timeout=(float(options.boot_timeout) if options and options.boot_timeout
+                          else DEFAULT_BOOT_TIMEOUT),
         ).to_dict()
     if request is not None:
         record.placement = request.placement

@@ -93,7 +93,8 @@ def decide(image: Path | None, progress: Callable[[str], None] = lambda message:
     except (FileNotFoundError, ValueError):
         known = {}
     if key in known:
-        return known[key]
+        remembered: dict[str, Any] = known[key]
+        return remembered
     if image is None or not Path(f"{image}.boot.json").exists():
         return {"accel": "tcg", "reason": "no guest image to boot a KVM canary with", "canary": False}
     progress("KVM canary boot")

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,8 @@ class Lab:
 
     # ------------------------------------------------------------------ description
     def info(self) -> dict[str, Any] | None:
-        return read_json(self.layout.lab_json)
+        info: dict[str, Any] | None = read_json(self.layout.lab_json)
+        return info
 
     def plan(self) -> LabPlan:
         info = self.info()
@@ -213,7 +215,7 @@ class Lab:
 
     # ------------------------------------------------------------------ one node
     def node_vlan(self, fqdn: str) -> str:
-        return self.runtime.read()["nodes"].get(fqdn, {}).get("vlan", DEFAULT_VLAN)
+        return str(self.runtime.read()["nodes"].get(fqdn, {}).get("vlan", DEFAULT_VLAN))
 
     def _set_node(self, fqdn: str, **fields: Any) -> None:
         with self.runtime.edit() as data:
@@ -363,7 +365,7 @@ class Lab:
                 ref = ProcRef.from_dict(record)
                 if key.startswith(("process:node:", "process:launcher:")):
                     ref.signal(signal.SIGKILL)  # PID 1 of a node: the kernel ends the whole node with it
-                    wait_until(lambda ref=ref: not ref.alive(), 10)
+                    wait_until(partial(_gone, ref), 10)
                 else:
                     ref.stop()
                 if ref.alive():
@@ -393,6 +395,10 @@ class Lab:
                 run(["rm", "-rf", "--one-file-system", str(entry)], check=False)
             else:
                 entry.unlink(missing_ok=True)
+
+
+def _gone(ref: ProcRef) -> bool:
+    return not ref.alive()
 
 
 def node_plan_for_dns(site: str, cluster: str, doc: dict[str, Any], site_plan: Any) -> NodePlan:

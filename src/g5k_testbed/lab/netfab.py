@@ -23,6 +23,7 @@ import ipaddress
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 from .errors import LabError
 from .layout import Layout
@@ -49,7 +50,7 @@ def netns_exists(name: str) -> bool:
     return Path("/run/netns", name).exists()
 
 
-def links(netns: str) -> dict[str, dict]:
+def links(netns: str) -> dict[str, dict[str, Any]]:
     """The links of a namespace by name (`ip -j link`)."""
     out = ip(netns, "-j", "link", "show")
     return {link["ifname"]: link for link in json.loads(out or "[]")}

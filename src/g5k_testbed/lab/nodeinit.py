@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 OVERLAID = ("bin", "boot", "etc", "home", "lib", "lib32", "lib64", "libx32", "media", "mnt", "opt",
             "root", "sbin", "srv", "usr", "var")
@@ -51,9 +52,9 @@ def sh(*argv: str) -> None:
         raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stdout.strip()}")
 
 
-def build_root(config: dict) -> str:
+def build_root(config: dict[str, Any]) -> str:
     """Assemble the node's root at config['root'] (a tmpfs) and return it."""
-    new_root = config["root"]
+    new_root = str(config["root"])
     sh("mount", "--make-rprivate", "/")
     sh("mount", "-t", "tmpfs", "-o", "mode=755,size=64m", "vtb-root", new_root)
     for entry in sorted(os.listdir("/")):

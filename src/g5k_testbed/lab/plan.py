@@ -179,6 +179,7 @@ def vm_cluster(cluster: dict[str, Any], nodes: list[dict[str, Any]]) -> bool:
 
 
 def primary_adapter(node: dict[str, Any]) -> dict[str, Any]:
+    adapter: dict[str, Any]
     for adapter in node.get("network_adapters", []):
         ethernet = adapter.get("interface") == "Ethernet"
         if adapter.get("mounted") and ethernet and not adapter.get("management"):

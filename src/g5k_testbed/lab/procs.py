@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import LabError
@@ -118,8 +118,8 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
-    """Poll `predicate` until it is true or `timeout` seconds passed; returns its last value."""
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds passed; returns whether it became true."""
     deadline = time.monotonic() + timeout
     while True:
         if predicate():

@@ -86,4 +86,5 @@ class Runtime:
                 data["order"].remove(key)
 
     def resource(self, key: str) -> dict[str, Any] | None:
-        return self.read()["resources"].get(key)
+        found: dict[str, Any] | None = self.read()["resources"].get(key)
+        return found

@@ -75,7 +75,7 @@ def render_dns_hosts(entries: Iterable[tuple[str, str]]) -> str:
 
 def render_dhcp_hosts(cidrs: Iterable[str]) -> str:
     """One `mac,ip` line per address of each reserved /22 (dnsmasq's dhcp-hostsfile format)."""
-    lines = []
+    lines: list[str] = []
     for cidr in cidrs:
         lines.extend(f"{mac.lower()},{address}\n" for address, mac in ip_mac_pairs(cidr))
     return "".join(lines)

@@ -29,7 +29,7 @@ from vm5k.errors import UsageError
 from vm5k.hypervisor import accel
 from vm5k.hypervisor.bridge import bridge_command, parse_bridge
 from vm5k.hypervisor.facts import HostFacts, gather_facts
-from vm5k.hypervisor.images import Image, distribute, load_images
+from vm5k.hypervisor.images import DistributionReport, Image, distribute, load_images
 from vm5k.hypervisor.provision import (
     commands_command,
     folders_command,
@@ -92,7 +92,7 @@ async def setup_hosts(topo: Topology, runner: Runner, settings: RunSettings,
     total = 8
     sources = backing_sources(topo)
     images_task = asyncio.create_task(load_images(sources))
-    distribution: asyncio.Task | None = None
+    distribution: asyncio.Task[DistributionReport] | None = None
     try:
         progress("hosts", 0, total, f"facts of {len(hosts)} hosts")
         facts, results = await gather_facts(runner, list(hosts), layout)

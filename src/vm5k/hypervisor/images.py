@@ -297,6 +297,6 @@ async def _send(runner: Runner, hosts: list[str], item: LocalFile, layout: HostL
         report.failed[host] = f"no verified copy of {item.name}: {why}"
     if ok:
         marks = await runner.run(ok, ["sh", "-c", MARK_SCRIPT, "vm5k-mark", dest, item.sha256], timeout=60)
-        for result in marks.ko:
-            report.failed[result.host] = f"cannot mark {item.name}: {result.describe()}"
+        for mark in marks.ko:
+            report.failed[mark.host] = f"cannot mark {item.name}: {mark.describe()}"
     return [host for host in ok if host not in report.failed]

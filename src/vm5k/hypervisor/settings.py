@@ -36,6 +36,7 @@ from vm5k.topology import validate_id
 log = logging.getLogger(__name__)
 
 MODES = ("subnet", "kavlan")
+DEFAULT_BOOT_TIMEOUT = 300.0  # seconds
 DISK_LOCATIONS = ("one", "all")
 ACCELERATORS = ("kvm", "tcg")
 _PUBLIC_KEY = re.compile(r"(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+"
@@ -151,7 +152,7 @@ class RunSettings:
     base: str = DEFAULT_BASE
     bridge: str = "br0"
     accelerator: str | None = None
-    boot_timeout: float = 300.0
+    boot_timeout: float = DEFAULT_BOOT_TIMEOUT
     recreate: int = 1
     boot_parallel: int | None = None
     tcg_tb_cache_mib: int = 64

@@ -33,7 +33,8 @@ def short(text: str, limit: int = REASON_LIMIT) -> str:
 
 def meta(topo: Topology) -> dict[str, Any]:
     """The hypervisor's part of the topology's metadata (created when missing)."""
-    return topo.meta.setdefault(META_KEY, {})
+    part: dict[str, Any] = topo.meta.setdefault(META_KEY, {})
+    return part
 
 
 def mark_host_ko(host: Host, reason: str) -> None:

@@ -109,7 +109,7 @@ class HostBoot:
     # -- files ----------------------------------------------------------------------------------------
     def image(self, vm: VM) -> dict[str, Any]:
         images = meta(self.topo).get("images", {})
-        image = images.get(vm.backing_file or "")
+        image: dict[str, Any] | None = images.get(vm.backing_file or "")
         if image is None:
             raise RemoteError(f"the image {vm.backing_file} of {vm.id} was not distributed "
                               "(run the hosts step first)")

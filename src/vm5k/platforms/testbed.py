@@ -104,8 +104,10 @@ def parse_status(text: str) -> TestbedInfo | None:
     if not isinstance(data, dict) or not data.get("api") or not data.get("ssh_config"):
         return None
     state = str(data.get("state") or "up")
-    pids = data.get("pids") if isinstance(data.get("pids"), dict) else {}
-    api = pids.get("api") if isinstance(pids.get("api"), dict) else {}
+    pids = data.get("pids")
+    pids = pids if isinstance(pids, dict) else {}
+    api = pids.get("api")
+    api = api if isinstance(api, dict) else {}
     if state not in ("up", "degraded") or not api.get("alive", state == "up"):
         return None
     nodes = tuple(node for node in data.get("nodes") or () if isinstance(node, dict))

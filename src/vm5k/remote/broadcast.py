@@ -136,10 +136,12 @@ class BroadcastReport:
 
 
 def start_broadcast(ssh: SshRunner, hosts: Iterable[str], source: Path, dest: str, *, work_dir: str,
-                    **options: object) -> asyncio.Task[BroadcastReport]:
+                    sha256: str | None = None, hop_addresses: Mapping[str, str] | None = None,
+                    timeout: float | None = None, direct_parallel: int = 4) -> asyncio.Task[BroadcastReport]:
     """Start :func:`broadcast_file` as a background task (same arguments); await the task for the report."""
-    return asyncio.create_task(broadcast_file(ssh, hosts, source, dest, work_dir=work_dir, **options),  # type: ignore[arg-type]
-                               name=f"vm5k-broadcast:{dest}")
+    report = broadcast_file(ssh, hosts, source, dest, work_dir=work_dir, sha256=sha256,
+                            hop_addresses=hop_addresses, timeout=timeout, direct_parallel=direct_parallel)
+    return asyncio.create_task(report, name=f"vm5k-broadcast:{dest}")
 
 
 async def broadcast_file(ssh: SshRunner, hosts: Iterable[str], source: Path, dest: str, *, work_dir: str,
@@ -158,7 +160,7 @@ async def broadcast_file(ssh: SshRunner, hosts: Iterable[str], source: Path, des
     for path in (dest, work_dir):
         if not path.startswith("/") or "\n" in path or "\0" in path:
             raise ValueError(f"invalid remote path {path!r} (absolute, one line)")
-    digest = sha256 or await asyncio.to_thread(file_sha256, source)
+    digest = sha256 if sha256 else await asyncio.to_thread(file_sha256, source)
     report = BroadcastReport(dest=dest, sha256=digest)
 
     present = await ssh.run(host_list, sha256_command(dest))

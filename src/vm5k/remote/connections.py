@@ -132,13 +132,14 @@ class ConnectionPool:
             port=port if port is not None else (), known_hosts=None, client_keys=None)
         raw_user = options.config.get("User")
         jump = options.tunnel if isinstance(options.tunnel, str) and options.tunnel != "none" else ""
-        identities = options.config.get("IdentityFile") or ()
+        identities = options.config.get("IdentityFile")
         return Endpoint(
             alias=host, hostname=str(options.host), port=int(options.port),
             user=user or self.settings.login_user(raw_user if isinstance(raw_user, str) else None),
             proxy_jump=tuple(part.strip() for part in jump.split(",") if part.strip()),
             proxy_command=tuple(options.proxy_command) if options.proxy_command else None,
-            identity_files=tuple(os.path.expanduser(str(p)) for p in identities))
+            identity_files=tuple(os.path.expanduser(str(p)) for p in identities)
+            if isinstance(identities, list | tuple) else ())
 
     # ------------------------------------------------------------------ connections
     async def connection(self, host: str) -> asyncssh.SSHClientConnection:
@@ -165,8 +166,8 @@ class ConnectionPool:
         self._connections.clear()
         # A ProxyCommand (the testbed's `nc`, a user's) is a subprocess that asyncssh kills on close but no
         # longer waits for: wait here, or it is reaped after the event loop closed and asyncio complains.
-        proxies = [tunnel for _, conn in conns
-                   if hasattr(tunnel := getattr(conn, "_tunnel", None), "wait_closed")]
+        tunnels = [getattr(conn, "_tunnel", None) for _, conn in conns]
+        proxies = [tunnel for tunnel in tunnels if tunnel is not None and hasattr(tunnel, "wait_closed")]
         for _, conn in sorted(conns, key=lambda item: item[0].via is None):
             conn.close()
         for _, conn in conns:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from vm5k.retry import RetryPolicy
 
@@ -86,9 +87,9 @@ class SshSettings:
         if self.max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
 
-    def with_(self, **changes: object) -> SshSettings:
+    def with_(self, **changes: Any) -> SshSettings:
         """A copy with some fields changed."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)
 
     def login_user(self, config_user: str | None) -> str:
         """The user to log in as, given the config file's ``User`` for the host (or None)."""

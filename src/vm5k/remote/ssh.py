@@ -167,7 +167,8 @@ class SshRunner:
                 # If the command stops reading, its exit status tells why.
                 with contextlib.suppress(BrokenPipeError):
                     await _copy_file_to(path, process.stdin)
-                return await process.wait(check=False)
+                completed = await process.wait(check=False)
+            return completed
 
         return await self._timed(host, feed, self._timeout(timeout))
 
@@ -204,7 +205,8 @@ class SshRunner:
                 with open(partial, "wb") as stream:
                     while chunk := await process.stdout.read(CHUNK):
                         await asyncio.to_thread(stream.write, chunk)
-                return await process.wait(check=False)
+                completed = await process.wait(check=False)
+            return completed
 
         result = await self._timed(host, fetch, self._timeout(timeout))
         if result.ok:
@@ -261,7 +263,7 @@ class SshRunner:
         return timeout if timeout is not None else self.settings.command_timeout
 
 
-async def _copy_file_to(path: Path, stdin: asyncssh.SSHWriter) -> None:
+async def _copy_file_to(path: Path, stdin: asyncssh.SSHWriter[bytes]) -> None:
     """Stream a local file into a remote process's stdin, then close it."""
     with open(path, "rb") as stream:
         while chunk := await asyncio.to_thread(stream.read, CHUNK):

@@ -13,26 +13,30 @@ hello
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vm5k.remote.results import Results
+from vm5k.remote.runner import Runner
+
+T = TypeVar("T")
+R = TypeVar("R", bound=Runner)
 
 
 class SyncRunner:
     """Wraps a runner created by ``factory`` (e.g. ``lambda: SshRunner(settings)``) in blocking calls."""
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    def __init__(self, factory: Callable[[], Runner]) -> None:
         self._loop = asyncio.Runner()
         self._runner = self._loop.run(_create(factory))
 
     @property
-    def runner(self) -> Any:
+    def runner(self) -> Runner:
         """The wrapped async runner (only usable through :meth:`call`)."""
         return self._runner
 
-    def call(self, coroutine: Any) -> Any:
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run any coroutine of the wrapped runner on the private loop, e.g. a chain broadcast."""
         return self._loop.run(coroutine)
 
@@ -67,5 +71,5 @@ class SyncRunner:
         self.close()
 
 
-async def _create(factory: Callable[[], Any]) -> Any:
+async def _create(factory: Callable[[], R]) -> R:
     return factory()

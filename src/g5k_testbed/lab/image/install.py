@@ -151,7 +151,8 @@ def install(folder: Path, name: str, images: Path = VIRT_IMAGES) -> Path:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
     except (FileNotFoundError, ValueError):
         return {}
 

@@ -140,7 +140,7 @@ class ApiClient:
         if timeout is not None and timeout != client.timeout:
             client.timeout = timeout
         try:
-            response = client.http_request(method, path, **kwargs)
+            response: requests.Response = client.http_request(method, path, **kwargs)
         except Grid5000AuthenticationError as error:
             raise self._auth_error(error) from None
         except Grid5000Error as error:

@@ -127,10 +127,9 @@ def apply_jobs(topology: Topology, nodes: Mapping[str, Iterable[str]], inventory
         node = inventory.nodes.get(fqdn)
         if node is None:
             raise UsageError(f"job {label} holds {fqdn}, which the reference API does not describe")
-        host = present.get(fqdn)
+        kept = present.get(fqdn)
         name = kavlan_name(fqdn, vlan) if vlan else fqdn
-        if host is None:
-            host = Host(name, node.capacity, HOST_PLANNED, None, [], {})
+        host = kept if kept is not None else Host(name, node.capacity, HOST_PLANNED, None, [], {})
         vms = _detached(host.vms)
         extra = {k: v for k, v in host.extra.items() if k != PREDICTED}
         extra.update({NODE: fqdn, JOB: label})

@@ -155,7 +155,8 @@ def find_jobs(api: ApiClient, site: str, name: str, user: str | None = None) -> 
 
 
 def get_job(api: ApiClient, site: str, job_id: int) -> dict[str, Any]:
-    return api.get(f"/sites/{site}/jobs/{job_id}")
+    job: dict[str, Any] = api.get(f"/sites/{site}/jobs/{job_id}")
+    return job
 
 
 def submit_job(api: ApiClient, site: str, payload: Mapping[str, Any], *, user: str | None = None,

@@ -50,11 +50,18 @@ from vm5k.platforms.grid5000.oar import (
     paris_date,
     wait_gone,
 )
-from vm5k.platforms.grid5000.planning import SECURITY_MARGIN, Demand, Plan, plan_slot, select, with_not_before
+from vm5k.platforms.grid5000.planning import (
+    SECURITY_MARGIN,
+    Demand,
+    Inventory,
+    Plan,
+    plan_slot,
+    select,
+    with_not_before,
+)
 from vm5k.platforms.grid5000.planning.remap import substitutes
 from vm5k.platforms.grid5000.record import (
     POOL_KEY,
-    RUN_ID_KEY,
     SERVICE_KEY,
     Grid5000Record,
     Options,
@@ -67,6 +74,7 @@ from vm5k.platforms.grid5000.reservation import wait_running as wait_jobs
 from vm5k.platforms.grid5000.status import fetch_availability
 from vm5k.remote import SshRunner, SshSettings
 from vm5k.request import GRID5000, Element, Request, format_walltime
+from vm5k.runstate import RUN_ID_KEY
 from vm5k.topology import HOST_KO, HOST_OK, Host, Topology
 
 log = logging.getLogger(__name__)
@@ -250,7 +258,7 @@ class Grid5000Platform:
                                  f"{self.api.uri}")
 
     @staticmethod
-    def _known(inventory: Any, name: str) -> bool:
+    def _known(inventory: Inventory, name: str) -> bool:
         try:
             inventory.resolve(name)
         except UsageError:
@@ -258,7 +266,7 @@ class Grid5000Platform:
         return True
 
     @staticmethod
-    def _check_capacity(plan: Plan, demand: Any) -> None:
+    def _check_capacity(plan: Plan, demand: Demand) -> None:
         """What is reserved is what placement can fill: place on the hosts at their counted capacity."""
         hosts = plan.planned_hosts()
         for host in hosts:
@@ -280,8 +288,8 @@ class Grid5000Platform:
                    for site, doc in found]
         nodes = {f"{site}:{doc['uid']}": job_resources(doc).nodes for site, doc in found}
         self._check_job_network(record, found)
-        ref = self.reference([site for site, _ in found])
-        topo = apply_jobs(topo, nodes, ref.inventory, None)
+        reference = self.reference([site for site, _ in found])
+        topo = apply_jobs(topo, nodes, reference.inventory, None)
         for warning in place_unplaced(topo, record.options.placement):
             log.warning("%s", warning)
         record.jobs = records
@@ -344,14 +352,14 @@ class Grid5000Platform:
         elif record.plan is not None:
             plan = record.plan
             walltime = format_walltime(plan.walltime)
-            start = reservation_start(plan, plan.now)
-            when = "now" if start is None else f"in {format_walltime(plan.start - plan.now)}"
+            reserved = reservation_start(plan, plan.now)
+            when = "now" if reserved is None else f"in {format_walltime(plan.start - plan.now)}"
             lines.append(f"Planned on the API server's clock ({self.api.uri}): "
                          f"now {paris_date(plan.now)} Europe/Paris")
             lines.append(f"Start: {paris_date(plan.start)} Europe/Paris ({when}), walltime {walltime}, "
                          f"end {paris_date(plan.end)}")
             for site, site_plan in plan.sites.items():
-                date = f", reservation {paris_date(plan.start)}" if start is not None else ""
+                date = f", reservation {paris_date(plan.start)}" if reserved is not None else ""
                 lines.append(f"OAR job on {site} (types {','.join(site_types(site_plan.exotic))}, "
                              f"name {name}{date}):")
                 lines.append(site_plan.resources(plan.walltime))
@@ -618,12 +626,10 @@ class Grid5000Platform:
                 log.warning("%s", warning)
         except NotEnoughCapacity as error:
             self._save(topo, record)
-            failure = DeploymentError(
+            raise DeploymentError(
                 f"{len(ko)} hosts failed Kadeploy twice ({', '.join(h.id for h in ko)}); their "
                 f"{len(displaced)} VMs do not fit on the {len(topo.hosts()) - len(ko)} others: {error} "
-                "(the jobs are left running: vm5k --destroy OUTDIR ends them)")
-            failure.topology = topo  # type: ignore[attr-defined]
-            raise failure from None
+                "(the jobs are left running: vm5k --destroy OUTDIR ends them)", topo) from None
         log.info("%d VMs of the excluded hosts placed on the others", len(displaced))
 
     # -- destroy -----------------------------------------------------------------------------------------
@@ -636,8 +642,8 @@ class Grid5000Platform:
         run = topo.meta.get(RUN_ID_KEY)
         if run:
             for site in record.sites:
-                for job in find_jobs(self.api, site, f"vm5k-{run}", self.login):
-                    targets.add((site, int(job["uid"])))
+                for doc in find_jobs(self.api, site, f"vm5k-{run}", self.login):
+                    targets.add((site, int(doc["uid"])))
         for site, job_id in sorted(targets):
             if delete_job(self.api, site, job_id):
                 log.info("killing job %s:%s", site, job_id)

@@ -50,8 +50,8 @@ def fetch_reference(api: ApiClient, sites: Sequence[str]) -> Reference:
 
 def _items(doc: Any) -> Mapping[str, Any]:
     """A deep reply wraps the tree in ``items`` (an object, not a list)."""
-    if isinstance(doc, Mapping) and isinstance(doc.get("items"), Mapping):
-        return doc["items"]
+    if isinstance(doc, Mapping) and isinstance(items := doc.get("items"), Mapping):
+        return items
     return doc if isinstance(doc, Mapping) else {}
 
 

@@ -90,10 +90,10 @@ def submit_plan(api: ApiClient, plan: Plan, how: Submission) -> list[JobRecord]:
         refused = [e for e in failures.values() if isinstance(e, ReservationRefused)]
         if refused:  # the latest proposed date works for every site that proposed one
             raise max(refused, key=lambda e: e.could_run_at or 0)
-        site, error = next(iter(failures.items()))
-        if isinstance(error, PlatformError):
-            raise error
-        raise PlatformError(f"submitting the job on {site} failed: {error}") from error
+        site, failure = next(iter(failures.items()))
+        if isinstance(failure, PlatformError):
+            raise failure
+        raise PlatformError(f"submitting the job on {site} failed: {failure}") from failure
     records = []
     for site in sites:
         job = created[site]

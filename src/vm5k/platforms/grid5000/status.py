@@ -94,7 +94,8 @@ def hides_reservations(status: Mapping[str, Any]) -> bool:
 
 
 def fetch_status(api: ApiClient, site: str) -> dict[str, Any]:
-    return api.get(f"/sites/{site}/status", disks="no")
+    status: dict[str, Any] = api.get(f"/sites/{site}/status", disks="no")
+    return status
 
 
 def fetch_availability(api: ApiClient, sites: Sequence[str], *, margin: int = SECURITY_MARGIN,

@@ -5,9 +5,8 @@ Part of the pure planner (see ``vm5k.platforms.grid5000.planning``): no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from vm5k.errors import UsageError
 from vm5k.placement import Budget, NotEnoughCapacity
@@ -194,6 +193,23 @@ def _check_possible(sel: Selection, inventory: Inventory, node_resource: Mapping
                                     error.available, error.limits, error.max_vms) from None
 
 
+@dataclass
+class _SiteAllocation:
+    """What one site gives at an instant: nodes counted per cluster, the named hosts, and the network."""
+
+    clusters: dict[str, int] = field(default_factory=dict)
+    hosts: list[str] = field(default_factory=list)
+    subnets: tuple[int, int] | None = None  # (22 or 16, count)
+    vlan: str | None = None  # kavlan kind
+
+
+#: An allocation: per site, what it gives.
+_Allocation = dict[str, _SiteAllocation]
+
+#: Adds `count` nodes of `cluster` to the allocation being drawn (and takes them from the free ones).
+_Take = Callable[[str, int], None]
+
+
 class _Allocator:
     """Turns the free counts of one instant into per-site, per-cluster node counts (or None)."""
 
@@ -236,8 +252,8 @@ class _Allocator:
                 return False
         return True
 
-    def allocate(self) -> dict[str, dict[str, Any]] | None:
-        """Per site: {"clusters": {cluster: count}, "hosts": [fqdn]}, plus the network; None if short.
+    def allocate(self) -> _Allocation | None:
+        """Per site: the node counts per cluster, the named hosts and the network; None if short.
 
         The node part depends only on the free count of each cluster: it is remembered per count vector,
         so instants where only subnets or vlans changed cost no new sizing.
@@ -279,7 +295,7 @@ class _Allocator:
         return chosen, hosts
 
     @staticmethod
-    def _draw(clusters: Sequence[str], count: int, free: dict[str, int], take: Any) -> bool:
+    def _draw(clusters: Sequence[str], count: int, free: dict[str, int], take: _Take) -> bool:
         if sum(max(0, free[c]) for c in clusters) < count:
             return False
         for cluster in clusters:
@@ -291,7 +307,7 @@ class _Allocator:
                 count -= got
         return True
 
-    def _draw_grid(self, want: Want, free: dict[str, int], take: Any) -> bool:
+    def _draw_grid(self, want: Want, free: dict[str, int], take: _Take) -> bool:
         """Fewest sites first: the sites with the most free nodes, each filled biggest hosts first."""
         by_site: dict[str, list[str]] = {}
         for cluster in want.clusters:
@@ -326,7 +342,7 @@ class _Allocator:
             return False
         return True
 
-    def _size(self, chosen: dict[str, int], hosts: list[str], free: dict[str, int], take: Any) -> bool:
+    def _size(self, chosen: dict[str, int], hosts: list[str], free: dict[str, int], take: _Take) -> bool:
         """VM-sized mode: add the fewest pool hosts (biggest first) so that the VMs fit.
 
         A lower bound comes first (VM counts for VMs of one size, memory and vCPUs otherwise), then hosts
@@ -384,32 +400,31 @@ class _Allocator:
                 bound += count * (budget.count(probe) or 0)
         return min(len(vms), bound)
 
-    def _network(self, chosen: dict[str, int], hosts: list[str]) -> dict[str, dict[str, Any]] | None:
-        sites: dict[str, dict[str, Any]] = {}
+    def _network(self, chosen: dict[str, int], hosts: list[str]) -> _Allocation | None:
+        sites: _Allocation = {}
         for fqdn in hosts:
             site = self.inventory.nodes[fqdn].site
-            sites.setdefault(site, {"clusters": {}, "hosts": []})["hosts"].append(fqdn)
+            sites.setdefault(site, _SiteAllocation()).hosts.append(fqdn)
         for cluster, count in chosen.items():
             if count:
                 site = self.inventory.clusters[cluster].site
-                sites.setdefault(site, {"clusters": {}, "hosts": []})["clusters"][cluster] = count
+                sites.setdefault(site, _SiteAllocation()).clusters[cluster] = count
         if not sites:
             self.last_failure = "nothing to reserve"
             return None
         index = {name: i for i, name in enumerate(self.site_names)}
         if self.demand.kavlan:
             kinds = (VLAN_ROUTED, VLAN_GLOBAL) if len(sites) == 1 else (VLAN_GLOBAL,)
-            ranked = sorted(sites, key=lambda s: -(len(sites[s]["hosts"])
-                                                   + sum(sites[s]["clusters"].values())))
+            ranked = sorted(sites, key=lambda s: -(len(sites[s].hosts) + sum(sites[s].clusters.values())))
             holder = next(((s, kind) for kind in kinds for s in ranked
                            if self.counters.vlans[index[s]].get(kind, 0) > 0), None)
             if holder is None:
                 self.last_failure = f"no free {' or '.join(kinds)} vlan"
                 return None
-            sites[holder[0]]["vlan"] = holder[1]
+            sites[holder[0]].vlan = holder[1]
         else:
             for site, entry in sites.items():
-                prefix, count = subnets_for(self._site_vm_bound(site, entry["clusters"], entry["hosts"]))
+                prefix, count = subnets_for(self._site_vm_bound(site, entry.clusters, entry.hosts))
                 i = index[site]
                 if prefix == 22:
                     available = self.counters.subnets[i]
@@ -419,7 +434,7 @@ class _Allocator:
                 if available < count:
                     self.last_failure = f"not enough free /{prefix} subnets on {site}"
                     return None
-                entry["subnets"] = (prefix, count)
+                entry.subnets = (prefix, count)
         return sites
 
     def why_never(self) -> str:
@@ -427,7 +442,7 @@ class _Allocator:
         return f"no start time satisfies the request: {reason}"
 
 
-def _finish(allocation: dict[str, dict[str, Any]], start: int, now: int, demand: Demand, sel: Selection,
+def _finish(allocation: _Allocation, start: int, now: int, demand: Demand, sel: Selection,
             inventory: Inventory, resources: list[_Resource], free: list[bool]) -> Plan:
     """The `Plan` of an allocation, with the nodes expected (free at the start, natural order)."""
     free_nodes = {r.name for r, now_free in zip(resources, free, strict=True)
@@ -436,17 +451,17 @@ def _finish(allocation: dict[str, dict[str, Any]], start: int, now: int, demand:
     order = {name: index for index, name in enumerate(inventory.sites)}
     for site in sorted(allocation, key=lambda s: order.get(s, 0)):
         entry = allocation[site]
-        hosts = tuple(entry["hosts"])
+        hosts = tuple(entry.hosts)
         predicted = list(hosts)
         taken = set(hosts)
-        clusters = {c: entry["clusters"][c] for c in sorted(entry["clusters"], key=natural_key)}
+        clusters = {c: entry.clusters[c] for c in sorted(entry.clusters, key=natural_key)}
         for cluster, count in clusters.items():
             names = [n.fqdn for n in sel.eligible[cluster] if n.fqdn in free_nodes and n.fqdn not in taken]
             predicted += names[:count]
             taken.update(names[:count])
         sites[site] = SitePlan(
             site, clusters, hosts, {c: sel.excluded[c] for c in clusters if sel.excluded.get(c)},
-            entry.get("subnets"), entry.get("vlan"),
+            entry.subnets, entry.vlan,
             any(c in sel.exotic for c in clusters) or any(inventory.nodes[h].cluster in sel.exotic
                                                           for h in hosts),
             tuple(predicted))
