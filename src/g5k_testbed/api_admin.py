@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .http_types import Reply, Request
-from .testbed import ApiError, Testbed
-from .timefmt import format_paris
+from g5k_testbed.http_types import Reply, Request
+from g5k_testbed.testbed import ApiError, Testbed
+from g5k_testbed.timefmt import format_paris
 
 
 def _clock(tb: Testbed) -> dict[str, Any]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .http_types import FORBIDDEN, Reply, Request
-from .kadeploy import Deployment, key_file_name, new_deployment_uid, resolve_environment
-from .testbed import ApiError, Testbed
-from .views import collection, link
+from g5k_testbed.http_types import FORBIDDEN, Reply, Request
+from g5k_testbed.kadeploy import Deployment, key_file_name, new_deployment_uid, resolve_environment
+from g5k_testbed.testbed import ApiError, Testbed
+from g5k_testbed.views import collection, link
 
 INVALID = "The deployment you are trying to submit is not valid: "
 _KAVLAN_NAME = re.compile(r"^(?P<host>[^.]+?)-kavlan-\d+(?P<domain>\..+)$")

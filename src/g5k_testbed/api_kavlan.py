@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .http_types import Reply, Request
-from .kavlan import DEFAULT
-from .testbed import ApiError, Testbed
-from .views import COLLECTION, collection, link
+from g5k_testbed.http_types import Reply, Request
+from g5k_testbed.kavlan import DEFAULT
+from g5k_testbed.testbed import ApiError, Testbed
+from g5k_testbed.views import COLLECTION, collection, link
 
 NO_PRIVILEGE = "Not enough privileges on Kavlan resources"
 

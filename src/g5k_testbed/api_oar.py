@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .http_types import FORBIDDEN, Reply, Request
-from .jobs import Job
-from .oar import DEFAULT_WALLTIME, OarError
-from .oar_grammar import ResourceSyntaxError, parse_walltime
-from .testbed import ApiError, Testbed
-from .timefmt import ReservationSyntaxError, parse_reservation
-from .views import collection, job_item, job_summary, link, node_soft_state
+from g5k_testbed.http_types import FORBIDDEN, Reply, Request
+from g5k_testbed.jobs import Job
+from g5k_testbed.oar import DEFAULT_WALLTIME, OarError
+from g5k_testbed.oar_grammar import ResourceSyntaxError, parse_walltime
+from g5k_testbed.testbed import ApiError, Testbed
+from g5k_testbed.timefmt import ReservationSyntaxError, parse_reservation
+from g5k_testbed.views import collection, job_item, job_summary, link, node_soft_state
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

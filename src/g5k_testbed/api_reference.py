@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .http_types import Reply, Request
-from .reference import REFERENCE_VERSION, SiteData
-from .testbed import ApiError, Testbed
-from .views import COLLECTION, ITEM, collection, link
+from g5k_testbed.http_types import Reply, Request
+from g5k_testbed.reference import REFERENCE_VERSION, SiteData
+from g5k_testbed.testbed import ApiError, Testbed
+from g5k_testbed.views import COLLECTION, ITEM, collection, link
 
 DEFAULT_QUEUE_FILTER = ("admin", "default")
 VERSION_DATE = 1774255045  # 2026-03-23T09:37:25+01:00, the data commit (see data/README.md)

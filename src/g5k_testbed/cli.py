@@ -16,10 +16,10 @@ import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .auth import AuthConfig, default_inside_user
-from .faults import FaultConfig
-from .reference import Reference
-from .testbed import TestbedConfig
+from g5k_testbed.auth import AuthConfig, default_inside_user
+from g5k_testbed.faults import FaultConfig
+from g5k_testbed.reference import Reference
+from g5k_testbed.testbed import TestbedConfig
 
 PROG = "vm5k-testbed"
 
@@ -163,7 +163,7 @@ def build_config(args: argparse.Namespace) -> TestbedConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .http_server import start_server  # the server and its data load only for `serve`
+    from g5k_testbed.http_server import start_server  # the server and its data load only for `serve`
 
     config = build_config(args)
     try:

@@ -21,15 +21,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .auth import AuthenticationFailed
-from .backend import NodeBackend
-from .faults import ERROR_TEXTS
-from .http_types import Reply, Request
-from .reference import REFERENCE_VERSION
-from .routes import ADMIN_PREFIX, ADMIN_ROUTES, API_ROUTES, VERSION_PREFIXES, Router
-from .testbed import ApiError, Testbed, TestbedConfig
-from .timefmt import http_date
-from .views import COLLECTION, ITEM
+from g5k_testbed.auth import AuthenticationFailed
+from g5k_testbed.backend import NodeBackend
+from g5k_testbed.faults import ERROR_TEXTS
+from g5k_testbed.http_types import Reply, Request
+from g5k_testbed.reference import REFERENCE_VERSION
+from g5k_testbed.routes import ADMIN_PREFIX, ADMIN_ROUTES, API_ROUTES, VERSION_PREFIXES, Router
+from g5k_testbed.testbed import ApiError, Testbed, TestbedConfig
+from g5k_testbed.timefmt import http_date
+from g5k_testbed.views import COLLECTION, ITEM
 
 log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024 * 1024

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .auth import AuthenticationFailed, can_write
-from .testbed import ApiError
+from g5k_testbed.auth import AuthenticationFailed, can_write
+from g5k_testbed.testbed import ApiError
 
 FORBIDDEN = "You are not authorized to access this resource"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .reference import Reference
+from g5k_testbed.reference import Reference
 
 DEFAULT = "DEFAULT"
 

@@ -14,11 +14,11 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from .jobs import FINAL_STATES, Job
-from .oar_grammar import ResourceRequest, format_walltime, parse_resources
-from .oar_properties import Predicate, compile_filter
-from .oar_scheduler import NotEnoughResources, Placement, SiteScheduler
-from .timefmt import format_paris
+from g5k_testbed.jobs import FINAL_STATES, Job
+from g5k_testbed.oar_grammar import ResourceRequest, format_walltime, parse_resources
+from g5k_testbed.oar_properties import Predicate, compile_filter
+from g5k_testbed.oar_scheduler import NotEnoughResources, Placement, SiteScheduler
+from g5k_testbed.timefmt import format_paris
 
 DEFAULT_WALLTIME = 3600
 COMPACT_BUDGET = 0.05  # seconds of gantt compaction per request or tick
@@ -42,7 +42,9 @@ class Change:
 
 
 @dataclass
-class _Counter:
+class IdCounter:
+    """The last id handed out (OAR job ids, event ids): one per testbed, shared by its sites."""
+
     value: int = 0
 
     def next(self) -> int:
@@ -56,8 +58,8 @@ class OarSite:
 
     site: str
     scheduler: SiteScheduler
-    job_ids: _Counter
-    event_ids: _Counter
+    job_ids: IdCounter
+    event_ids: IdCounter
     launch_delay: int = 1
     jobs: dict[int, Job] = field(default_factory=dict)
     _events: list[tuple[int, int, int, str]] = field(default_factory=list)

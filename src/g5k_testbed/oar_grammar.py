@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .oar_properties import FilterSyntaxError, Predicate, compile_filter
+from g5k_testbed.oar_properties import FilterSyntaxError, Predicate, compile_filter
 
 VLAN_KINDS = ("kavlan-local", "kavlan", "kavlan-global")
 ALL = -1  # nodes=ALL: every eligible node

@@ -14,10 +14,10 @@ import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .calendar import Calendar
-from .oar_grammar import ALL, BEST, NodesPart, ResourceRequest, SubnetPart, VlanPart
-from .oar_properties import Predicate, Props
-from .subnets import slash16_of
+from g5k_testbed.calendar import Calendar
+from g5k_testbed.oar_grammar import ALL, BEST, NodesPart, ResourceRequest, SubnetPart, VlanPart
+from g5k_testbed.oar_properties import Predicate, Props
+from g5k_testbed.subnets import slash16_of
 
 #: Queue -> node queue that makes a node eligible (besteffort jobs run on the default queue's nodes).
 QUEUE_NODE_QUEUE = {"besteffort": "default"}

@@ -10,9 +10,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import api_admin, api_kadeploy, api_kavlan, api_oar, api_reference
-from .http_types import Reply, Request
-from .testbed import Testbed
+from g5k_testbed import api_admin, api_kadeploy, api_kavlan, api_oar, api_reference
+from g5k_testbed.http_types import Reply, Request
+from g5k_testbed.testbed import Testbed
 
 Handler = Callable[[Testbed, Request], Reply]
 

@@ -14,19 +14,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .auth import AuthConfig
-from .backend import NodeBackend, load_backend
-from .clock import Clock
-from .faults import FaultConfig, FaultInjector
-from .jobs import Job
-from .kadeploy import Deployment, environment_catalogue
-from .kavlan import DEFAULT, Kavlan
-from .oar import Change, OarSite, _Counter
-from .oar_properties import node_properties
-from .oar_scheduler import SiteScheduler
-from .reference import Reference
-from .store import StateStore
-from .subnets import site_slash22s
+from g5k_testbed.auth import AuthConfig
+from g5k_testbed.backend import NodeBackend, load_backend
+from g5k_testbed.clock import Clock
+from g5k_testbed.faults import FaultConfig, FaultInjector
+from g5k_testbed.jobs import Job
+from g5k_testbed.kadeploy import Deployment, environment_catalogue
+from g5k_testbed.kavlan import DEFAULT, Kavlan
+from g5k_testbed.oar import Change, IdCounter, OarSite
+from g5k_testbed.oar_properties import node_properties
+from g5k_testbed.oar_scheduler import SiteScheduler
+from g5k_testbed.reference import Reference
+from g5k_testbed.store import StateStore
+from g5k_testbed.subnets import site_slash22s
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ class Testbed:
         self.materialised = self.backend.materialised_nodes()
         self.kavlan = Kavlan(self.reference)
         self.environments = environment_catalogue(self.reference.environments)
-        self.job_ids = _Counter(max(int(meta.get("last_job_id", 0)), config.first_job_id - 1))
-        self.event_ids = _Counter(int(meta.get("last_event_id", 0)))
+        self.job_ids = IdCounter(max(int(meta.get("last_job_id", 0)), config.first_job_id - 1))
+        self.event_ids = IdCounter(int(meta.get("last_event_id", 0)))
         self.oar: dict[str, OarSite] = {}
         for uid, site in self.reference.sites.items():
             props = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .jobs import Job
+from g5k_testbed.jobs import Job
 
 ITEM = "application/vnd.grid5000.item+json"
 COLLECTION = "application/vnd.grid5000.collection+json"

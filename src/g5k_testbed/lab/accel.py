@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .layout import CACHE_DIR
+from g5k_testbed.lab.layout import CACHE_DIR
 
 CANARY_MARKER = "vm5k-canary: ok"
 CANARY_TIMEOUT = 30

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .lab import Lab
-from .layout import Layout
+from g5k_testbed.lab.lab import Lab
+from g5k_testbed.lab.layout import Layout
 
 log = logging.getLogger(__name__)
 

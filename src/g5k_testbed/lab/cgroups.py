@@ -21,9 +21,9 @@ import os
 import signal
 from pathlib import Path
 
-from .layout import Layout, memory_cgroup_root
-from .procs import wait_until
-from .runtime import Runtime
+from g5k_testbed.lab.layout import Layout, memory_cgroup_root
+from g5k_testbed.lab.procs import wait_until
+from g5k_testbed.lab.runtime import Runtime
 
 RESERVE_FRACTION = 0.10
 RESERVE_MIN = 1 << 30

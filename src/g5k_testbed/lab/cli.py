@@ -24,7 +24,7 @@ STATE_ENV = "VM5K_TESTBED_STATE"
 
 
 def _state_default() -> str:
-    from .layout import DEFAULT_STATE_DIR
+    from g5k_testbed.lab.layout import DEFAULT_STATE_DIR
     return os.environ.get(STATE_ENV) or str(DEFAULT_STATE_DIR)
 
 
@@ -83,7 +83,7 @@ def _fail(message: str, status: int) -> int:
 
 
 def _guarded(action: Any, args: argparse.Namespace) -> int:
-    from .errors import LabError, UsageError
+    from g5k_testbed.lab.errors import LabError, UsageError
     try:
         return int(action(args) or 0)
     except UsageError as exc:
@@ -95,8 +95,8 @@ def _guarded(action: Any, args: argparse.Namespace) -> int:
 
 
 def _lab(args: argparse.Namespace) -> Any:
-    from .lab import Lab
-    from .layout import Layout
+    from g5k_testbed.lab.lab import Lab
+    from g5k_testbed.lab.layout import Layout
     return Lab(Layout(args.state or _state_default()))
 
 
@@ -106,8 +106,8 @@ def _progress(message: str) -> None:
 
 def _cmd_up(args: argparse.Namespace) -> int:
     def action(args: argparse.Namespace) -> int:
-        from .lab import UpOptions
-        from .plan import parse_site_spec
+        from g5k_testbed.lab.lab import UpOptions
+        from g5k_testbed.lab.plan import parse_site_spec
         lab = _lab(args)
         requests = None
         if args.site is not None or args.nodes is not None or lab.info() is None:
@@ -138,9 +138,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_image(args: argparse.Namespace) -> int:
     def action(args: argparse.Namespace) -> int:
-        from .image import install
+        from g5k_testbed.lab.image import install
         if os.geteuid() != 0:
-            from .errors import UsageError
+            from g5k_testbed.lab.errors import UsageError
             raise UsageError("building and installing images needs root")
         with install.cache_lock():
             folder = install.build(args.flavour, force=args.force, progress=_progress)

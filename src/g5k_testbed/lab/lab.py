@@ -20,13 +20,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import cgroups, netfab, node, siteservices, sshconf
-from .errors import LabError, UsageError
-from .layout import Layout
-from .netfab import DEFAULT_VLAN
-from .plan import LabPlan, NodePlan, SiteRequest, choose
-from .procs import ProcRef, run, wait_until
-from .runtime import Runtime, read_json, write_json
+from g5k_testbed.lab import cgroups, netfab, node, siteservices, sshconf
+from g5k_testbed.lab.errors import LabError, UsageError
+from g5k_testbed.lab.layout import Layout
+from g5k_testbed.lab.netfab import DEFAULT_VLAN
+from g5k_testbed.lab.plan import LabPlan, NodePlan, SiteRequest, choose
+from g5k_testbed.lab.procs import ProcRef, run, wait_until
+from g5k_testbed.lab.runtime import Runtime, read_json, write_json
 
 REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "pivot_root", "mount", "nc", "dnsmasq", "sshd", "ssh-keygen",
                   "libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "qemu-img", "sysctl")
@@ -134,7 +134,7 @@ class Lab:
         self._start_nodes(plan, say)
         if options.start_api:
             say("API server")
-            from . import server
+            from g5k_testbed.lab import server
             _, url = server.start(layout, self.runtime, list(plan.sites), options.api_args)
             info["api_base"] = url
             write_json(layout.lab_json, info)
@@ -143,7 +143,7 @@ class Lab:
     def _resolve_plan(self, info: dict[str, Any] | None, requests: list[SiteRequest] | None) -> LabPlan:
         if info and requests is None:
             return LabPlan.from_dict(info["plan"])
-        from ..reference import Reference
+        from g5k_testbed.reference import Reference
         wanted = requests or []
         try:
             reference = Reference.load([r.site for r in wanted])
@@ -159,16 +159,16 @@ class Lab:
     def _ensure_image(self, options: UpOptions, say: Callable[[str], None]) -> str | None:
         if not options.build_image:
             return (self.info() or {}).get("image")
-        from .image import install
+        from g5k_testbed.lab.image import install
         return str(install.ensure_default_image(progress=say))
 
     def _decide_accel(self, image: str | None, say: Callable[[str], None]) -> dict[str, Any]:
-        from . import accel
+        from g5k_testbed.lab import accel
         return accel.decide(Path(image) if image else None, progress=say)
 
     def _dns_entries(self, plan: LabPlan) -> list[tuple[str, str]]:
         """(address, name) of every node of the testbed's sites, production and KaVLAN names."""
-        from ..reference import Reference
+        from g5k_testbed.reference import Reference
         reference = Reference.load(list(plan.sites))
         entries: list[tuple[str, str]] = []
         for site_name, data in reference.sites.items():
@@ -183,7 +183,7 @@ class Lab:
         return entries
 
     def _start_nodes(self, plan: LabPlan, say: Callable[[str], None]) -> None:
-        from . import libvirtcaps
+        from g5k_testbed.lab import libvirtcaps
         pending = [item for item in plan.nodes if not node.running(self.runtime, item)]
         if not pending:
             return
@@ -239,7 +239,7 @@ class Lab:
         limit = cgroups.ensure(self.runtime, layout.node_cgroup(item.uid), limit)
         pub = layout.private_key.with_suffix(".pub").read_text()
         node.write_base_layer(layout, plan, item, pub)
-        from . import libvirtcaps
+        from g5k_testbed.lab import libvirtcaps
         libvirtcaps.seed_node(node.NodeFiles(layout, item).upper)
         init = node.launch(layout, self.runtime, item)
         self._set_node(item.fqdn, state="up", memory_limit=limit, started_at=int(time.time()))
@@ -323,7 +323,7 @@ class Lab:
             })
         api = data["resources"].get("process:api", {})
         api_alive = pids.get("api", {}).get("alive", False)
-        from .server import api_url
+        from g5k_testbed.lab.server import api_url
         base = api.get("url") or info.get("api_base")
         return {
             "state": "up" if api_alive and all(n["state"] == "up" for n in nodes) else "degraded",
@@ -402,5 +402,5 @@ def _gone(ref: ProcRef) -> bool:
 
 
 def node_plan_for_dns(site: str, cluster: str, doc: dict[str, Any], site_plan: Any) -> NodePlan:
-    from .plan import node_plan
+    from g5k_testbed.lab.plan import node_plan
     return node_plan(site, cluster, doc, site_plan)

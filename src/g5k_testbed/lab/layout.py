@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import UsageError
+from g5k_testbed.lab.errors import UsageError
 
 DEFAULT_STATE_DIR = Path("/var/lib/vm5k-testbed/default")
 CACHE_DIR = Path("/var/cache/vm5k-testbed")

@@ -13,8 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .layout import CACHE_DIR
-from .procs import ProcRef, run
+from g5k_testbed.lab.layout import CACHE_DIR
+from g5k_testbed.lab.procs import ProcRef, run
 
 CAPS_SUBDIR = Path("var/cache/libvirt/qemu/capabilities")
 PROBED_FILES = ("/usr/bin/qemu-system-x86_64", "/usr/bin/qemu-system-i386", "/usr/sbin/libvirtd")

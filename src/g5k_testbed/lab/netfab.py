@@ -25,11 +25,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .errors import LabError
-from .layout import Layout
-from .plan import DOMAIN, LabPlan, NodePlan, SitePlan, VlanNet
-from .procs import in_netns, run
-from .runtime import Runtime
+from g5k_testbed.lab.errors import LabError
+from g5k_testbed.lab.layout import Layout
+from g5k_testbed.lab.plan import DOMAIN, LabPlan, NodePlan, SitePlan, VlanNet
+from g5k_testbed.lab.procs import in_netns, run
+from g5k_testbed.lab.runtime import Runtime
 
 DEFAULT_VLAN = "DEFAULT"
 PROD_BRIDGE = "br-prod"

@@ -26,14 +26,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from . import cgroups, netfab
-from .errors import LabError
-from .layout import DEFAULT_STATE_DIR, Layout
-from .nodeinit import OVERLAID
-from .plan import LabPlan, NodePlan
-from .procs import ProcRef, children, run, wait_until
-from .runtime import Runtime, write_json
-from .sshconf import HOST_KEY_TYPES, ensure_host_keys
+from g5k_testbed.lab import cgroups, netfab
+from g5k_testbed.lab.errors import LabError
+from g5k_testbed.lab.layout import DEFAULT_STATE_DIR, Layout
+from g5k_testbed.lab.nodeinit import OVERLAID
+from g5k_testbed.lab.plan import LabPlan, NodePlan
+from g5k_testbed.lab.procs import ProcRef, children, run, wait_until
+from g5k_testbed.lab.runtime import Runtime, write_json
+from g5k_testbed.lab.sshconf import HOST_KEY_TYPES, ensure_host_keys
 
 READY_TIMEOUT = 60
 APT_NOTICE = """#!/bin/sh

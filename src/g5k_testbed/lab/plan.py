@@ -14,8 +14,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import UsageError
-from .layout import interface_name
+from g5k_testbed.lab.errors import UsageError
+from g5k_testbed.lab.layout import interface_name
 
 DOMAIN = "grid5000.fr"
 DEFAULT_SITE = "rennes"

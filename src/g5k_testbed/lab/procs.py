@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import LabError
+from g5k_testbed.lab.errors import LabError
 
 
 def run(argv: Sequence[str], *, check: bool = True, timeout: float = 120, input: str | None = None,

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .layout import Layout
+from g5k_testbed.lab.layout import Layout
 
 
 def write_json(path: Path, data: Any, mode: int = 0o644) -> None:

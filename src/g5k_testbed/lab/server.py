@@ -14,10 +14,10 @@ import subprocess
 import sys
 import time
 
-from .errors import LabError
-from .layout import Layout
-from .procs import ProcRef
-from .runtime import Runtime
+from g5k_testbed.lab.errors import LabError
+from g5k_testbed.lab.layout import Layout
+from g5k_testbed.lab.procs import ProcRef
+from g5k_testbed.lab.runtime import Runtime
 
 START_TIMEOUT = 60
 _URL = re.compile(r"(https?://[^\s/]+(?::\d+)?)")

@@ -17,13 +17,13 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..subnets import ip_mac_pairs
-from .errors import LabError
-from .layout import Layout
-from .netfab import PROD_BRIDGE
-from .plan import SitePlan
-from .procs import ProcRef, in_netns, wait_until
-from .runtime import Runtime
+from g5k_testbed.lab.errors import LabError
+from g5k_testbed.lab.layout import Layout
+from g5k_testbed.lab.netfab import PROD_BRIDGE
+from g5k_testbed.lab.plan import SitePlan
+from g5k_testbed.lab.procs import ProcRef, in_netns, wait_until
+from g5k_testbed.lab.runtime import Runtime
+from g5k_testbed.subnets import ip_mac_pairs
 
 LEASE_TIME = "12h"
 

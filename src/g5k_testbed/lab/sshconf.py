@@ -18,9 +18,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .layout import Layout
-from .plan import LabPlan, NodePlan
-from .procs import run
+from g5k_testbed.lab.layout import Layout
+from g5k_testbed.lab.plan import LabPlan, NodePlan
+from g5k_testbed.lab.procs import run
 
 HOST_KEY_TYPES = ("ed25519", "ecdsa")
 

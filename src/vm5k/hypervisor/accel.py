@@ -74,14 +74,6 @@ def canary_image() -> bytes:
     return body + bytes(510 - len(body)) + b"\x55\xaa"
 
 
-def memo_path(layout: HostLayout) -> str:
-    return f"{layout.host_facts_dir}/accel"
-
-
-def canary_path(layout: HostLayout) -> str:
-    return f"{layout.host_facts_dir}/canary.img"
-
-
 def canary_command(image: str, timeout: int = CANARY_TIMEOUT) -> list[str]:
     """Boot the canary under KVM, its serial port on stdout, killed after `timeout` seconds.
 
@@ -137,17 +129,17 @@ async def probe(runner: Runner, facts: Mapping[str, HostFacts], layout: HostLayo
     if not needing:
         return decisions
     log.info("KVM canary boot on %d host(s)", len(needing))
-    put = await runner.put(needing, canary_image(), canary_path(layout), mode=0o644)
+    put = await runner.put(needing, canary_image(), layout.canary_image, mode=0o644)
     for result in put.ko:
         decisions[result.host] = Decision("tcg", f"could not install the canary: {result.describe()}")
     booting = put.ok_hosts
     loop = asyncio.get_running_loop()
     started = loop.time()
-    results = await runner.run(booting, canary_command(canary_path(layout)), timeout=CANARY_TIMEOUT + 15)
+    results = await runner.run(booting, canary_command(layout.canary_image), timeout=CANARY_TIMEOUT + 15)
     for result in results:
         seconds = result.duration or loop.time() - started
         decisions[result.host] = canary_verdict(result.exit_status, result.stdout, seconds)
-    memos = {host: ["sh", "-c", MEMO_SCRIPT, "vm5k-accel-memo", memo_path(layout), decisions[host].accel,
+    memos = {host: ["sh", "-c", MEMO_SCRIPT, "vm5k-accel-memo", layout.accel_memo, decisions[host].accel,
                     decisions[host].reason] for host in booting}
     await runner.run_each(memos, timeout=30)
     return decisions

@@ -1,5 +1,7 @@
 """What a host is, asked of the host itself in one command: cores, memory, KVM, main interface, init system.
 
+The ``hosts`` platform reads its hosts' capacity with the same command (`HostFacts.capacity`).
+
 Why from the host and not from reference data: the testbed's nodes advertise real Grid'5000 hardware but
 share this machine's two cores, and the ``hosts`` platform has no reference data at all. Waves of VM boots
 are sized with ``nproc`` as the host reports it, capacity with ``/proc/meminfo`` (and the memory cgroup's
@@ -20,8 +22,9 @@ from typing import Any
 
 from vm5k.hypervisor.layout import HostLayout
 from vm5k.remote import Results, Runner
+from vm5k.topology import Capacity
 
-#: Prints ``key=value`` lines; ``$1`` is the accelerator memo file (see `vm5k.hypervisor.accel`).
+#: Prints ``key=value`` lines; ``$1`` is the accelerator memo file (`HostLayout.accel_memo`).
 FACTS_SCRIPT = r"""
 echo "uid=$(id -u)"
 echo "nproc=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
@@ -76,6 +79,17 @@ class HostFacts:
         return min(ram, self.mem_limit) if self.mem_limit else ram
 
     @property
+    def capacity(self) -> Capacity:
+        """What the host offers VMs: every host runs VMs (KVM where it works, TCG elsewhere: the hypervisor
+        step decides per host), so it is always `virtual`.
+
+        >>> parse_facts("mem_kib=2048\\nmem_limit=1048576\\nnproc=4\\ncores=2\\n").capacity
+        Capacity(ram=1048576, cores=2, threads=4, virtual=True)
+        """
+        return Capacity(ram=self.ram_bytes, cores=min(self.cores, self.nproc), threads=self.nproc,
+                        virtual=True)
+
+    @property
     def kvm_possible(self) -> bool:
         """False when KVM cannot be hardware KVM (no /dev/kvm, PVM, or no vmx/svm): no canary needed."""
         return self.kvm_dev and self.hw_virt and not self.kvm_pvm
@@ -128,11 +142,9 @@ def parse_facts(text: str) -> HostFacts:
     )
 
 
-def facts_command(layout: HostLayout) -> list[str]:
-    """The argument list that prints a host's facts."""
-    from vm5k.hypervisor.accel import memo_path  # the memo's place belongs to the accelerator module
-
-    return ["sh", "-c", FACTS_SCRIPT, "vm5k-facts", memo_path(layout)]
+def facts_command(layout: HostLayout | None = None) -> list[str]:
+    """The argument list that prints a host's facts (with the accelerator's memo of `layout`, if given)."""
+    return ["sh", "-c", FACTS_SCRIPT, "vm5k-facts", layout.accel_memo if layout is not None else ""]
 
 
 async def gather_facts(runner: Runner, hosts: Iterable[str], layout: HostLayout,

@@ -14,7 +14,8 @@ big local partition of a deployed node, on the testbed it is the node's private 
         host/                          what this run changed on the host and must undo (resolver, routes)
     <base>/images/<sha256>/<name>      the shared cache of backing files, kernels and initrds, by content:
                                        never removed by ``--vm-clean-disks`` nor by a run's destroy
-    <base>/host/                       facts remembered across runs (the accelerator of this boot)
+    <base>/host/                       facts remembered across runs: ``accel`` (the accelerator of this
+                                       boot), ``canary.img`` (the boot sector that tells it)
 
 libvirt domains are named ``vm5k_<run>_<vm>``: ``_`` cannot appear in a run or VM id (both match
 ``[A-Za-z0-9][A-Za-z0-9.-]*``), so a run's prefix never matches another run's domains.
@@ -160,3 +161,13 @@ class HostLayout:
     @property
     def host_facts_dir(self) -> str:
         return f"{self.base}/host"
+
+    @property
+    def accel_memo(self) -> str:
+        """The accelerator this boot of the host was found to run (read with the facts, written by accel)."""
+        return f"{self.host_facts_dir}/accel"
+
+    @property
+    def canary_image(self) -> str:
+        """The accelerator's canary boot sector."""
+        return f"{self.host_facts_dir}/canary.img"

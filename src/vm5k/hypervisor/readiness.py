@@ -29,7 +29,7 @@ from pathlib import Path
 
 import asyncssh
 
-from vm5k.remote import SshRunner
+from vm5k.remote import TunnelRunner
 from vm5k.remote.known_hosts import KnownHostsStore
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,11 @@ def forget_host_key(path: Path | None, address: str) -> bool:
 class VmProber:
     """Probes VMs through their hosts' connections (see the module docstring)."""
 
-    def __init__(self, ssh: SshRunner, private_key: str | None, user: str = "root") -> None:
+    def __init__(self, ssh: TunnelRunner, private_key: str | None, user: str = "root") -> None:
         self.ssh = ssh
         self.user = user
         self.keys = [asyncssh.read_private_key(private_key)] if private_key else []
-        self.store: KnownHostsStore | None = ssh.pool.known_hosts
+        self.store: KnownHostsStore | None = ssh.known_hosts
         self._memory: dict[str, asyncssh.SSHKey] = {}
 
     def forget(self, address: str) -> None:
@@ -105,7 +105,7 @@ class VmProber:
 
         Raises the SSH layer's errors when the *host* cannot be reached.
         """
-        conn = await self.ssh.pool.connection(host)
+        conn = await self.ssh.connection(host)
         try:
             reader, writer = await asyncio.wait_for(conn.open_connection(address, 22), CHANNEL_TIMEOUT)
         except asyncssh.ChannelOpenError as error:

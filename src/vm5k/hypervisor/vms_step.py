@@ -42,7 +42,7 @@ from vm5k.hypervisor.readiness import Probe, VmProber
 from vm5k.hypervisor.seed import meta_data, user_data
 from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import mark_host_ko, mark_vm_ko, meta, short
-from vm5k.remote import HostResult, SshRunner
+from vm5k.remote import HostResult, TunnelRunner
 from vm5k.topology import HOST_OK, VM, VM_OK, Host, Topology
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class HostBoot:
 
     host: Host
     topo: Topology
-    ssh: SshRunner
+    ssh: TunnelRunner
     prober: VmProber
     settings: RunSettings
     progress: StepCounter
@@ -347,11 +347,12 @@ def _describe(probe: Probe) -> str:
     return f"{probe.stage}: {probe.detail}" if probe.detail else probe.stage
 
 
-async def deploy_vms(topo: Topology, ssh: SshRunner, settings: RunSettings,
+async def deploy_vms(topo: Topology, ssh: TunnelRunner, settings: RunSettings,
                      progress: StepCounter = no_progress) -> Topology:
     """Create and start every VM of the topology's OK hosts (see the module docstring)."""
-    if not isinstance(ssh, SshRunner):
-        raise TypeError("deploy_vms probes VMs through SSH tunnels: it needs an SshRunner")
+    if not isinstance(ssh, TunnelRunner):
+        raise TypeError("deploy_vms probes VMs through tunnels of their hosts' connections: it needs a "
+                        "TunnelRunner (an SshRunner)")
     for vm in topo.unplaced:
         mark_vm_ko(vm, "not placed on any host")
     for host in topo.hosts():

@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from vm5k.addresses import KAVLAN, SUBNET, AddressPool, AddressRange, assign
 from vm5k.errors import DeploymentError, UsageError
+from vm5k.hypervisor.facts import facts_command, parse_facts
 from vm5k.placement import PlacementPolicy
 from vm5k.platforms import ProgressCallback, ProgressReport
 from vm5k.remote import SshRunner, SshSettings, SyncRunner
 from vm5k.render import plan_text
-from vm5k.topology import HOST_KO, HOST_OK, Capacity, Host, Topology, validate_id
+from vm5k.topology import HOST_KO, HOST_OK, Host, Topology, validate_id
 
 if TYPE_CHECKING:
     from vm5k.request import Request
@@ -47,43 +48,6 @@ META_KEY = "hosts"
 POOL_KEY = "address_pool"
 SERVICE_KEY = "service_address"
 MAC_RULES = ("grid5000", "local")
-
-#: Capacity, in ``key=value`` lines: RAM (and the memory cgroup's limit), threads, cores, /dev/kvm.
-CAPACITY_SCRIPT = r"""
-echo "mem_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
-cg=$(awk -F: '$2 == "memory" || $2 == "" {print $3; exit}' /proc/self/cgroup 2>/dev/null)
-for f in "/sys/fs/cgroup/memory$cg/memory.limit_in_bytes" "/sys/fs/cgroup$cg/memory.max"; do
-    if [ -r "$f" ]; then echo "mem_limit=$(cat "$f")"; break; fi
-done
-echo "threads=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
-echo "cores=$(lscpu -p=CORE,SOCKET 2>/dev/null | grep -v '^#' | sort -u | wc -l)"
-if [ -e /dev/kvm ]; then echo kvm=1; else echo kvm=0; fi
-"""
-
-
-def parse_capacity(text: str) -> Capacity:
-    """A host's `Capacity` from `CAPACITY_SCRIPT`'s output; RAM is the cgroup's limit when lower.
-
-    >>> parse_capacity("mem_kib=2048\\nmem_limit=1048576\\nthreads=4\\ncores=2\\n")
-    Capacity(ram=1048576, cores=2, threads=4, virtual=True)
-    """
-    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-    def number(key: str) -> int:
-        try:
-            return int(values.get(key, "").strip())
-        except ValueError:
-            return 0
-
-    ram = number("mem_kib") * 1024
-    limit = number("mem_limit")
-    if 0 < limit < ram:
-        ram = limit
-    threads = max(1, number("threads"))
-    cores = number("cores") or threads
-    # Every host runs VMs: KVM where it works, TCG elsewhere (the hypervisor step decides per host).
-    return Capacity(ram=ram, cores=min(cores, threads), threads=threads, virtual=True)
-
 
 @dataclass(frozen=True)
 class HostsNetwork:
@@ -226,12 +190,11 @@ class HostsPlatform:
         if not hosts:
             return
         with SyncRunner(lambda: SshRunner(self.ssh)) as ssh:
-            results = ssh.run([host.id for host in hosts], ["sh", "-c", CAPACITY_SCRIPT, "vm5k-capacity"],
-                              timeout=60)
+            results = ssh.run([host.id for host in hosts], facts_command(), timeout=60)
         for result in results:
             host = topo.host(result.host)
             if result.ok:
-                host.capacity = parse_capacity(result.stdout)
+                host.capacity = parse_facts(result.stdout).capacity
                 host.state, host.reason = HOST_OK, None
             else:
                 host.state = HOST_KO

@@ -22,7 +22,7 @@ from vm5k.remote.broadcast import BroadcastReport, broadcast_file, start_broadca
 from vm5k.remote.connections import AuthenticationError, ConnectionPool, HostKeyError, check_host_name
 from vm5k.remote.local import LocalRunner, file_sha256
 from vm5k.remote.results import HostResult, Results
-from vm5k.remote.runner import Runner, command_line
+from vm5k.remote.runner import Runner, TunnelRunner, command_line
 from vm5k.remote.settings import (
     PARALLEL_INSIDE_GRID5000,
     PARALLEL_VIA_GATEWAY,
@@ -45,6 +45,7 @@ __all__ = [
     "SshRunner",
     "SshSettings",
     "SyncRunner",
+    "TunnelRunner",
     "UnreachableError",
     "broadcast_file",
     "check_host_name",

@@ -16,9 +16,14 @@ import secrets
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from vm5k.remote.results import HostResult, Results
+
+if TYPE_CHECKING:
+    import asyncssh
+
+    from vm5k.remote.known_hosts import KnownHostsStore
 
 #: A shell function printing the hex sha256 of stdin. OpenSSL's (SHA extensions of current CPUs) hashes
 #: about 8x faster than coreutils' sha256sum, which is the fallback: on a host that receives a 1 GiB image
@@ -148,6 +153,25 @@ class Runner(Protocol):
 
     async def close(self) -> None:
         """Release connections and processes."""
+        ...
+
+
+@runtime_checkable
+class TunnelRunner(Runner, Protocol):
+    """A `Runner` whose connections to the hosts also carry tunnels, to what only the hosts reach.
+
+    Why a protocol of its own: the VMs sit on networks only their hosts reach; their readiness is probed
+    through a TCP channel of the host's connection, and logged into through it. A runner without
+    connections (`vm5k.remote.LocalRunner`) cannot do that; `vm5k.remote.SshRunner` can.
+    """
+
+    async def connection(self, host: str) -> asyncssh.SSHClientConnection:
+        """The live connection to ``host`` (opened if there is none yet), to open channels through."""
+        ...
+
+    @property
+    def known_hosts(self) -> KnownHostsStore | None:
+        """Where the host keys met through tunnels are checked and recorded (None: not checked)."""
         ...
 
 

@@ -29,6 +29,7 @@ import asyncssh
 
 from vm5k.errors import RemoteError
 from vm5k.remote.connections import CONNECTION_DROPPED, ConnectionPool, check_host_name
+from vm5k.remote.known_hosts import KnownHostsStore
 from vm5k.remote.results import HostResult, Results
 from vm5k.remote.runner import (
     check_argv,
@@ -66,6 +67,15 @@ class SshRunner:
 
     async def close(self) -> None:
         await self.pool.close()
+
+    async def connection(self, host: str) -> asyncssh.SSHClientConnection:
+        """The live connection to ``host`` (`TunnelRunner`): opened with the retry policy if needed."""
+        return await self.pool.connection(host)
+
+    @property
+    def known_hosts(self) -> KnownHostsStore:
+        """The run's known_hosts (`TunnelRunner`)."""
+        return self.pool.known_hosts
 
     # ------------------------------------------------------------------ public API
     async def run(self, hosts: Iterable[str], command: Sequence[str], *, timeout: float | None = None,

@@ -22,10 +22,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from ..layout import CACHE_DIR
-from ..procs import run
-from .kernel import Kernel
-from .tiny import ROOT_LABEL, guest_file, install_late_modules
+from g5k_testbed.lab.image.kernel import Kernel
+from g5k_testbed.lab.image.tiny import ROOT_LABEL, guest_file, install_late_modules
+from g5k_testbed.lab.layout import CACHE_DIR
+from g5k_testbed.lab.procs import run
 
 CMDLINE = f"console=ttyS0 root=LABEL={ROOT_LABEL} rw panic=-1 quiet"
 ROOT_SIZE = "2G"

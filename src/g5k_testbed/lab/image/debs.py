@@ -11,8 +11,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from ..errors import LabError
-from ..procs import run
+from g5k_testbed.lab.errors import LabError
+from g5k_testbed.lab.procs import run
 
 
 def candidate_version(package: str) -> str | None:

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabError
-from ..layout import CACHE_DIR, DEFAULT_IMAGE_NAME, VIRT_IMAGES
-from . import debs, kernel, tiny
+from g5k_testbed.lab.errors import LabError
+from g5k_testbed.lab.image import debs, kernel, tiny
+from g5k_testbed.lab.layout import CACHE_DIR, DEFAULT_IMAGE_NAME, VIRT_IMAGES
 
 FLAVOURS = ("tiny", "debian")
 INSTALL_NAMES = {"tiny": DEFAULT_IMAGE_NAME, "debian": "debian12-x64-base"}
@@ -74,7 +74,7 @@ def build(flavour: str = "tiny", force: bool = False, refresh: bool = True,
     extra = [debs.fetch(name, CACHE_DIR / "debs", refresh) for name in tiny.DROPBEAR_DEBS]
     key = tiny.fingerprint(kernel_deb.name, extra)
     if flavour == "debian":
-        from . import debian
+        from g5k_testbed.lab.image import debian
         key = debian.fingerprint(key)
     folder = CACHE_DIR / "images" / f"{flavour}-{key}"
     if (folder / "boot.json").exists() and not force:
@@ -95,7 +95,7 @@ def build(flavour: str = "tiny", force: bool = False, refresh: bool = True,
             shutil.rmtree(tree)
             cmdline = tiny.CMDLINE
         else:
-            from . import debian
+            from g5k_testbed.lab.image import debian
             debian.build_disk(work, bundle, progress)
             cmdline = debian.CMDLINE
         boot = {"format": BOOT_FORMAT, "kernel": bundle.vmlinux.name, "initrd": initrd, "cmdline": cmdline,

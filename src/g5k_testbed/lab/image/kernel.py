@@ -16,8 +16,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LabError
-from ..procs import run
+from g5k_testbed.lab.errors import LabError
+from g5k_testbed.lab.procs import run
 
 # Modules in three groups, each loaded when it is needed, because every insmod costs tens to hundreds of
 # milliseconds of TCG time (about 3 s of a loaded machine's 8 s to the root's init when all came first):

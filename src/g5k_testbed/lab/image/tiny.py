@@ -23,10 +23,10 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from ..errors import LabError
-from ..procs import run
-from . import cpio
-from .kernel import Kernel
+from g5k_testbed.lab.errors import LabError
+from g5k_testbed.lab.image import cpio
+from g5k_testbed.lab.image.kernel import Kernel
+from g5k_testbed.lab.procs import run
 
 ROOT_LABEL = "vm5k-root"
 ROOT_SIZE = "1G"
