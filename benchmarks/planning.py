@@ -53,7 +53,7 @@ from vm5k.topology import MIB, VM
 
 T0 = 1_700_000_000
 EXECO_WINDOW = 4 * 7 * 86400 + 60  # execo's default planning window: now + 4 weeks + 1 minute
-TARGET_RATIO = 10.0  # the issue's target: vm5k at least 10x faster than execo
+TARGET_RATIO = 10.0  # the target: vm5k at least 10x faster than execo
 EXECO_VENV = Path(tempfile.gettempdir()) / "vm5k-bench-execo"
 
 EXECO_SCRIPT = r'''

@@ -38,7 +38,7 @@ from vm5k.remote import SshRunner, SshSettings, broadcast_file, file_sha256
 
 DEST_DIR = "/srv/vm5k-bench"
 DEST = f"{DEST_DIR}/base.img"
-CHAIN_TARGET = 1.3  # the target: a chain broadcast within 1.3x the time of one copy
+CHAIN_TARGET = 1.3  # the target: a chain broadcast within 1.3x the time of one copy
 
 
 def settings(lab: NsLab, state: Path) -> SshSettings:

@@ -1,6 +1,6 @@
 """Benchmark of the testbed API: nancy's status with 2,000 jobs, and one job submission.
 
-Targets (issue 4): the site status of nancy (266 nodes) with 2,000 jobs answers in well under 1 s; a job
+Targets: the site status of nancy (266 nodes) with 2,000 jobs answers in well under 1 s; a job
 submission in under 50 ms. Everything runs against a server on 127.0.0.1 started here and stopped at
 the end; the clock is frozen so that the 2,000 jobs stay where they were put.
 

@@ -1,4 +1,4 @@
-"""The layering rules of DESIGN.md, checked on the source tree itself.
+"""The layering rules of docs/architecture.md, checked on the source tree itself.
 
 - vm5k never imports g5k_testbed, and g5k_testbed never imports vm5k: they meet over HTTP and SSH only.
 - The pure core (request, topology, placement, addresses, and Grid'5000's planner

@@ -1,9 +1,9 @@
 """The hook between the API server and the machines behind its nodes.
 
 The server keeps the whole Grid'5000 state (jobs, deployments, vlans, subnets); a `NodeBackend` makes that
-state true on real machines. This issue's server runs with `NullBackend` (pure state: every node of the
-served sites exists and every deployment succeeds). The lab (`g5k_testbed.lab`, part 2) provides a
-`LabBackend` that materialises a few nodes as network namespaces with sshd and libvirtd.
+state true on real machines. `vm5k-testbed serve` alone runs with `NullBackend` (pure state: every node of
+the served sites exists and every deployment succeeds); the lab (`g5k_testbed.lab`, `vm5k-testbed up`)
+provides a `LabBackend` that materialises a few nodes as network namespaces with sshd and libvirtd.
 
 Threading contract: `deploy_node` blocks (seconds) and is only ever called from a worker thread; the other
 calls are quick and are made with the server's state lock held, so they must not call back into the API.

@@ -1,4 +1,4 @@
-"""JSON shapes of the Grid'5000 API: links, collections, jobs, status entries (docs/g5k-api.md §1-§7).
+"""JSON shapes of the Grid'5000 API: links, collections, jobs, status entries.
 
 Hrefs are absolute paths that start with the version prefix the client used (`/3.0`, `/stable`, `/sid`);
 null values are omitted where g5k-api omits them; keys come in g5k-api's order.

@@ -33,6 +33,10 @@ from vm5k.errors import DeploymentError
 from vm5k.topology import Topology, natural_key
 
 GRID5000_MAC_PREFIX = "00:16:3E"
+#: Where a run keeps its pool (`AddressPool.to_dict`) and its DNS/DHCP address in ``topology.meta``: the
+#: platforms write them, the network and VMs steps read them.
+POOL_KEY = "address_pool"
+SERVICE_KEY = "service_address"  # the run's DNS/DHCP address, kept out of the VMs' pairs
 KAVLAN_MAC_PREFIX = "02:56"  # locally administered, unicast: never a vendor's (nor Grid'5000's) MAC
 SUBNET, KAVLAN = "subnet", "kavlan"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vm5k import outdir, render
-from vm5k.addresses import AddressPool, assign
+from vm5k.addresses import POOL_KEY, SERVICE_KEY, AddressPool, assign
 from vm5k.errors import DeploymentError, Vm5kError
 from vm5k.hypervisor import RunSettings, VmNetwork, deploy_vms, setup_hosts, setup_service
 from vm5k.keys import PRIVATE_KEY
@@ -37,8 +37,6 @@ from vm5k.topology import HOST_KO, HOST_OK, Topology
 
 log = logging.getLogger(__name__)
 
-POOL_KEY = "address_pool"
-SERVICE_KEY = "service_address"
 KNOWN_HOSTS = "known_hosts"
 #: written by their own steps: the state first of all, the final XML once the VMs are deployed
 SAVED_APART = (outdir.STATE_FILE, outdir.FINAL_XML)

@@ -1,4 +1,4 @@
-"""HTTP details of docs/g5k-api.md: versions and hrefs, negotiation, errors, headers, paging, auth."""
+"""HTTP details of the Grid'5000 API: versions and hrefs, negotiation, errors, headers, paging, auth."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`LabBackend`: the API server's `NodeBackend` when a testbed was brought up with `vm5k-testbed up`.
 
-Part 1's server calls it (see g5k_testbed.backend): OAR shows only the materialised nodes `Alive`,
+The API server calls it (see g5k_testbed.backend): OAR shows only the materialised nodes `Alive`,
 Kadeploy really resets them, KaVLAN really re-plugs them, and the production DHCP serves exactly the
 subnets held by running jobs. `deploy_node` runs in the server's worker threads (one lock per node);
 the other calls are quick, as the server holds its state lock while making them.

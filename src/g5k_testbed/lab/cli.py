@@ -1,4 +1,4 @@
-"""`vm5k-testbed up|down|status|image`: the lab's subcommands, added to part 1's `vm5k-testbed` parser.
+"""`vm5k-testbed up|down|status|image`: the lab's subcommands, added to the `vm5k-testbed` parser.
 
     vm5k-testbed up [--site rennes:3,nancy:2] [--nodes N] [--state DIR] [--node-memory 4G] [--api-arg ARG]
     vm5k-testbed status [--json] [--state DIR]

@@ -1,4 +1,4 @@
-"""Start part 1's API server in the background for a testbed, and find its URL.
+"""Start the testbed's API server (`vm5k-testbed serve`) in the background, and find its URL.
 
     vm5k-testbed serve --state <state> --port 0 --sites rennes,nancy
 

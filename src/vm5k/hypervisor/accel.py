@@ -12,7 +12,8 @@ KVM module or have virtualisation disabled in its firmware. So, per host:
    second; when it does not answer within the timeout, the host uses TCG.
 
 TCG domains get a small translation cache (``<tb-cache>``, 64 MiB by default instead of QEMU's far bigger
-default): RSS per VM drops from ~590 to ~300 MiB with no measurable slowdown (docs/lab-this-machine.md).
+default): RSS per VM drops from ~590 to ~300 MiB with no measurable slowdown (measured with
+``benchmarks/vms.py`` on the testbed).
 
 The answer is written to ``<base>/host/accel`` with the host's boot id, so later runs on the same boot of
 the host skip the canary; a redeployed or rebooted host probes again.

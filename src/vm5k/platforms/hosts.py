@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vm5k.addresses import KAVLAN, SUBNET, AddressPool, AddressRange, assign
+from vm5k.addresses import KAVLAN, POOL_KEY, SERVICE_KEY, SUBNET, AddressPool, AddressRange, assign
 from vm5k.errors import DeploymentError, UsageError
 from vm5k.hypervisor.facts import facts_command, parse_facts
 from vm5k.placement import PlacementPolicy
@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 META_KEY = "hosts"
-POOL_KEY = "address_pool"
-SERVICE_KEY = "service_address"
 MAC_RULES = ("grid5000", "local")
 
 @dataclass(frozen=True)

@@ -15,7 +15,16 @@ from dataclasses import replace
 from typing import Any
 
 from vm5k import render
-from vm5k.addresses import AddressPool, AddressRange, assign, kavlan_range, subnet_range, with_service_address
+from vm5k.addresses import (
+    POOL_KEY,
+    SERVICE_KEY,
+    AddressPool,
+    AddressRange,
+    assign,
+    kavlan_range,
+    subnet_range,
+    with_service_address,
+)
 from vm5k.errors import DeploymentError, PlatformError, UsageError
 from vm5k.placement import NotEnoughCapacity, evacuate, place_unplaced
 from vm5k.platforms import ProgressCallback, ProgressItem, ProgressReport
@@ -61,8 +70,6 @@ from vm5k.platforms.grid5000.planning import (
 )
 from vm5k.platforms.grid5000.planning.remap import substitutes
 from vm5k.platforms.grid5000.record import (
-    POOL_KEY,
-    SERVICE_KEY,
     Grid5000Record,
     Options,
     job_name,

@@ -22,8 +22,6 @@ from vm5k.runstate import RUN_ID_KEY, new_run_id
 from vm5k.topology import Topology
 
 META_KEY = "grid5000"
-POOL_KEY = "address_pool"
-SERVICE_KEY = "service_address"  # the run's DNS/DHCP address, kept out of the VMs' pairs
 
 
 def run_id(topology: Topology) -> str:
