@@ -444,6 +444,10 @@ class Plan:
 
     `text` is what ``vm5k --dry-run`` prints; `outdir` holds the plan when one was given (then
     ``Run.load(outdir).resume()`` deploys it, as ``vm5k --resume`` does after ``--dry-run``).
+
+    >>> plan = vm5k.plan(infile="examples/two_sites.xml", walltime="2:00:00")  # doctest: +SKIP
+    >>> plan.placement["orion-1"]  # doctest: +SKIP
+    ['vm-9', 'vm-10', 'vm-11', 'vm-12']
     """
 
     platform: str | None  # None: planned from a topology file alone, no platform asked
@@ -514,7 +518,12 @@ def _plan(request: Request, progress: bool) -> Plan:
 
 @dataclass
 class MaxVmsResult:
-    """How many VMs of a template fit: `fit` per host and in total, `counted` for ``-r NAME:N``."""
+    """How many VMs of a template fit: `fit` per host and in total, `counted` for ``-r NAME:N``.
+
+    >>> result = vm5k.max_vms(resources="paradoxe", vm_template='<vm mem="4096"/>')  # doctest: +SKIP
+    >>> result.total, result.per_host["paradoxe-1.rennes.grid5000.fr"]  # doctest: +SKIP
+    (1488, 31)
+    """
 
     fit: MaxVms
     limits: Limits

@@ -35,7 +35,7 @@ from vm5k.errors import (
 from vm5k.log import remove_file_handler, setup_logging
 from vm5k.options import PLACE_OPTIONS, request_from_options
 from vm5k.placement import DISTRIBUTIONS, NotEnoughCapacity
-from vm5k.request import DEPLOY_OPTIONS
+from vm5k.request import DEPLOY_OPTIONS, Request
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,13 @@ def _sigterm_as_sigint() -> Iterator[None]:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def parse_request(argv: Sequence[str], now: datetime | None = None) -> tuple[Request, list[str]]:
+    """argv → the checked `Request` that the API builds for this command line, and the warnings to show
+    (reads the files the options name; raises `UsageError` on bad input)."""
+    args = vars(build_parser(now).parse_args(list(argv)))
+    return request_from_options(args, default_outdir=outdir.default_outdir(now))
+
+
 def _print_plan(plan: Any) -> None:
     if plan.platform is None:
         sys.stdout.write("vm5k dry run: nothing reserved, nothing started, no platform contacted\n")
@@ -350,4 +357,4 @@ def max_vms_main(argv: Sequence[str] | None = None) -> int:
     return _guard("vm5k_max_vms", _max_vms, sys.argv[1:] if argv is None else argv)
 
 
-__all__ = ["EXIT_USAGE", "build_max_vms_parser", "build_parser", "main", "max_vms_main"]
+__all__ = ["EXIT_USAGE", "build_max_vms_parser", "build_parser", "main", "max_vms_main", "parse_request"]
