@@ -62,3 +62,30 @@ def test_pure_core_does_no_io(name: str) -> None:
         roots = {module.split(".")[0] for module in imported_modules(path)}
         io = roots & IO_MODULES
         assert io == set(), f"{path.relative_to(SRC)} imports I/O modules {io}"
+
+
+#: The only modules of vm5k that write to the terminal: the command line, and the display it opts into (the
+#: logging handlers and the live progress that share the logger's console).
+DISPLAY_MODULES = ("vm5k/cli.py", "vm5k/log.py")
+
+
+def terminal_uses(path: Path) -> list[str]:
+    """``print(...)``, ``sys.stdout``/``sys.stderr``, ``sys.exit`` and ``signal.signal`` in the code of a file
+    (docstrings and comments do not count)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+            found.append(f"print() at line {node.lineno}")
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+              and (node.value.id, node.attr) in {("sys", "stdout"), ("sys", "stderr"), ("sys", "exit"),
+                                                 ("signal", "signal")}):
+            found.append(f"{node.value.id}.{node.attr} at line {node.lineno}")
+    return found
+
+
+def test_only_the_command_line_and_its_display_touch_the_terminal_and_signals() -> None:
+    """A library user's process is theirs: vm5k's API never prints, exits or changes signal handlers."""
+    offenders = {str(path.relative_to(SRC)): uses for path in python_files("vm5k")
+                 if str(path.relative_to(SRC)) not in DISPLAY_MODULES and (uses := terminal_uses(path))}
+    assert offenders == {}
+    assert terminal_uses(SRC / "vm5k" / "cli.py"), "the check would not see what it looks for"

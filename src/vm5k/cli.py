@@ -1,43 +1,41 @@
-"""The ``vm5k`` and ``vm5k_max_vms`` commands: the original vm5k's options, a Request, exit statuses.
+"""The ``vm5k`` and ``vm5k_max_vms`` commands: a thin shell over the Python API (`vm5k.api`).
 
-This is the only place that turns failures into messages: every `Vm5kError` becomes one line
-``vm5k: error: ...`` on stderr and its exit status (2 for bad input, before anything is touched).
-
-``vm5k --dry-run -i FILE`` (without ``--api``) is answered here: it needs no platform. Every other run
-goes to ``vm5k.workflow.run(request) -> int`` (and ``vm5k_max_vms -j/-r`` to
-``vm5k.workflow.max_vms(request, template) -> int``), which the workflow module provides.
+The options are the original vm5k's; each long option is a keyword of `vm5k.deploy`/`vm5k.plan` (or a
+method of `vm5k.Run`: ``--resume``, ``--destroy``, ``--keep-job``), so the command and the API cannot
+disagree. This module only parses, prints and exits: it sets up logging (``-v``/``-q``), turns SIGTERM
+into the Ctrl-C the API handles, prints the dry run's plan and ``vm5k_max_vms``'s table, and turns every
+`Vm5kError` into one line ``vm5k: error: ...`` on stderr and its exit status (2 for bad input, before
+anything is touched; 1 when a run did not give everything; 130 when interrupted).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import importlib
 import logging
 import os
-import random
+import signal
 import sys
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
 from vm5k import __version__, outdir, render
-from vm5k.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, Vm5kError
-from vm5k.log import add_file_handler, remove_file_handler, setup_logging
-from vm5k.placement import (
-    DEFAULT_DISTRIBUTION,
-    DISTRIBUTIONS,
-    NotEnoughCapacity,
-    check,
-    counted_fit,
-    distribute,
-    max_vms,
+from vm5k.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Interrupted,
+    UsageError,
+    Vm5kError,
 )
-from vm5k.program import check_program
-from vm5k.request import Request, build_request, format_walltime, parse_vm_template
-from vm5k.runstate import check_outdir_reusable
-from vm5k.topology import Host, Topology
+from vm5k.log import remove_file_handler, setup_logging
+from vm5k.options import PLACE_OPTIONS, request_from_options
+from vm5k.placement import DISTRIBUTIONS, NotEnoughCapacity
+from vm5k.request import DEPLOY_OPTIONS, Request
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +74,7 @@ def _print_error(prog: str, message: str) -> None:
 # -- vm5k -------------------------------------------------------------------------------------------------
 
 def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
-    """The original vm5k's options in its groups, with underscore and dashed spellings."""
+    """The seed's options in the seed's groups, with underscore and dashed spellings."""
     default_out = outdir.default_outdir(now)
     parser = _Parser(
         prog="vm5k", add_help=False, allow_abbrev=False, formatter_class=argparse.RawTextHelpFormatter,
@@ -184,7 +182,7 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
                      help="Where to create the qcow2: one (default) or all")
     vms.add_argument("-d", "--vm_distribution", "--vm-distribution", dest="vm_distribution",
                      metavar="VM_DISTRIBUTION",
-                     help=f"how to distribute the VMs (default {DEFAULT_DISTRIBUTION}):\n"
+                     help="how to distribute the VMs (default round-robin):\n"
                           + ", ".join(DISTRIBUTIONS))
     vms.add_argument("--vm-clean-disks", "--vm_clean_disks", dest="vm_clean_disks", action="store_true",
                      default=None, help="force to use a fresh copy of the vms backing_file")
@@ -197,122 +195,83 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-#: Input files vm5k reads (topology, host list) are small; a bigger one is a mistake (or /dev/zero), not
-#: something to load into memory.
-MAX_INPUT_BYTES = 64 << 20
+def _api() -> Any:
+    """The API module, imported only when a run needs it (``vm5k --help`` and input errors do not)."""
+    return importlib.import_module("vm5k.api")
 
 
-def _read(path: str, what: str) -> bytes:
+@contextlib.contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """SIGTERM stops a run the way Ctrl-C does (state saved, message printed), instead of killing it.
+
+    Both end up as SIGINT, which Python turns into KeyboardInterrupt, which the API turns into a clean
+    stop of the running step. A vm5k started with SIGINT ignored (the background job of a script, which is
+    what batch systems stop with SIGTERM) gets Ctrl-C's handling back for the run: a stop, whatever its
+    signal, must save the state and say how to go on.
+    """
+    def forward(signum: int, frame: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
     try:
-        with open(path, "rb") as stream:
-            data = stream.read(MAX_INPUT_BYTES + 1)
-    except OSError as error:
-        raise UsageError(f"{what}: cannot read {path}: {error.strerror or error}") from None
-    except ValueError as error:  # e.g. a NUL byte in the path
-        raise UsageError(f"{what}: cannot read {path!r}: {error}") from None
-    if len(data) > MAX_INPUT_BYTES:
-        raise UsageError(f"{what}: {path} is larger than {MAX_INPUT_BYTES >> 20} MiB: not a vm5k input file")
-    return data
-
-
-def _hosts_text(value: str) -> str:
-    """``--hosts``: a file when it names one, else the list itself."""
-    if os.path.isfile(value):
-        try:
-            return _read(value, "--hosts").decode()
-        except UnicodeDecodeError:
-            raise UsageError(f"--hosts: {value} is not a text file") from None
-    if "/" in value:
-        raise UsageError(f"--hosts: no such file: {value}")
-    return value
-
-
-def _must_exist(path: str | None, what: str) -> None:
-    if path is not None and not os.path.isfile(path):
-        raise UsageError(f"{what}: no such file: {path}")
+        previous = signal.signal(signal.SIGTERM, forward)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int in (signal.SIG_IGN, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if previous_int in (signal.SIG_IGN, None):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def parse_request(argv: Sequence[str], now: datetime | None = None) -> tuple[Request, list[str]]:
-    """argv → (Request, warnings). Reads the files the options name; raises UsageError on bad input."""
-    args = build_parser(now).parse_args(list(argv))
-    options: dict[str, Any] = vars(args)
-    if options.get("outdir") is None:
-        options["outdir"] = outdir.default_outdir(now)
-    if options.get("resume") is None and options.get("destroy") is None:
-        outdir.check_outdir_path(options["outdir"])  # before any warning: bad input is one line
-    infile_data = _read(options["infile"], "-i") if options.get("infile") is not None else None
-    hosts_text = _hosts_text(options["hosts"]) if options.get("hosts") is not None else None
-    env_file = options.get("env_file")
-    if env_file is None or not env_file.startswith(("http://", "https://")):  # Kadeploy also takes URLs
-        _must_exist(env_file, "-a")
-    _must_exist(options.get("ssh_config"), "--ssh-config")
-    request, warnings = build_request(options, infile_data=infile_data, hosts_text=hosts_text)
-    if request.program is not None:
-        check_program(request.program, os.getcwd())
-    policy = request.placement
-    if request.action == "deploy" and policy.distribution == "random" and policy.seed is None:
-        seed = random.SystemRandom().randrange(2**31)
-        request = dataclasses.replace(request, placement=dataclasses.replace(policy, seed=seed))
-        warnings.append(f"random distribution: seed {seed} "
-                        f"(give --seed {seed} to place the VMs the same way)")
-    return request, warnings
+    """argv → the checked `Request` that the API builds for this command line, and the warnings to show
+    (reads the files the options name; raises `UsageError` on bad input)."""
+    args = vars(build_parser(now).parse_args(list(argv)))
+    return request_from_options(args, default_outdir=outdir.default_outdir(now))
 
 
-def dry_run_from_file(request: Request) -> int:
-    """``--dry-run -i FILE`` without a platform: plan from the file alone, write the initial topology."""
-    topo = request.topology.copy()
-    warnings: list[str] = []
-    notes: list[str] = []
-    skipped: list[str] = []
-    if topo.unplaced:
-        placement = distribute(topo, request.placement)
-        warnings += placement.warnings
-    unchecked = check(topo, request.placement.limits)
-    if unchecked:
-        skipped.append(f"capacity (RAM, vCPUs) of {len(unchecked)} of {len(topo.hosts())} hosts: the file "
-                       "gives no ram/cores for them and no platform was asked "
-                       "(add --api to check against Grid'5000)")
+def _print_plan(plan: Any) -> None:
+    if plan.platform is None:
+        sys.stdout.write("vm5k dry run: nothing reserved, nothing started, no platform contacted\n")
     else:
-        notes.append(f"capacity checked from the file: {request.placement.limits.describe()}")
-    skipped.append("availability of the hosts and the reservation slot: no platform was contacted")
-    topo.meta.update({
-        "vm5k_version": __version__, "dry_run": True, "infile": request.infile, "platform": None,
-        "walltime": request.walltime, **request.placement.to_dict(),
-    })
-    folder = outdir.make_outdir(request.outdir)
-    check_outdir_reusable(folder)
-    add_file_handler(folder, request.verbosity)
-    for warning in warnings:
-        log.warning("%s", warning)
-    for note in notes:
-        log.info("%s", note)
-    written = outdir.write_initial(folder, topo)
-    sys.stdout.write("vm5k dry run: nothing reserved, nothing started, no platform contacted\n")
-    walltime = format_walltime(request.walltime) if request.walltime else None
-    sys.stdout.write(render.plan_text(topo, walltime=walltime, source=request.infile, skipped=skipped))
-    sys.stdout.write(f"Initial topology written to {', '.join(str(path) for path in written)}\n")
+        sys.stdout.write(f"vm5k dry run on {plan.platform}: nothing reserved, nothing started\n")
+    sys.stdout.write(plan.text)
+    written = " and ".join(str(path) for path in plan.files) if plan.platform else \
+        ", ".join(str(path) for path in plan.files)
+    sys.stdout.write(f"Initial topology written to {written}\n")
     sys.stdout.flush()
-    log.info("dry run of %s: %d hosts, %d VMs; initial topology in %s", request.infile, len(topo.hosts()),
-             len(topo.vms()), folder)
-    for line in skipped:
-        log.info("skipped check: %s", line)
-    return EXIT_OK
 
 
-def _workflow() -> Any:
-    """The workflow module, imported only when a run needs it (it pulls in the SSH and HTTP clients, which
-    ``vm5k --help`` and input errors do not need)."""
-    return importlib.import_module("vm5k.workflow")
-
-
-def _run(argv: Sequence[str]) -> int:
-    request, warnings = parse_request(argv)
-    setup_logging(request.verbosity)
-    for warning in warnings:
-        log.warning("%s", warning)
-    if not request.needs_platform:
-        return dry_run_from_file(request)
-    return int(_workflow().run(request))
+def _run(argv: Sequence[str], now: datetime | None = None) -> int:
+    args: dict[str, Any] = vars(build_parser(now).parse_args(list(argv)))
+    setup_logging(1 if args.get("verbose") else -1 if args.get("quiet") else 0)
+    if args.get("outdir") is None:
+        args["outdir"] = outdir.default_outdir(now)
+    api = _api()
+    with _sigterm_as_sigint():
+        for action in ("resume", "destroy"):
+            if args.get(action) is not None:
+                request_from_options(args, default_outdir=args["outdir"])  # the checks: no deployment option
+                run = api.Run.load(args[action], api=args.get("api"), ssh_config=args.get("ssh_config"),
+                                   progress=True)
+                if action == "destroy":
+                    run.destroy(keep_job=bool(args.get("keep_job")))
+                    return EXIT_OK
+                run.resume()
+                return EXIT_OK if run.ok else EXIT_FAILURE
+        if args.get("keep_job"):
+            raise UsageError("--keep-job goes with --destroy OUTDIR")
+        keywords = {name: args.get(name) for name in (*DEPLOY_OPTIONS, *PLACE_OPTIONS)}
+        if args.get("dry_run"):
+            _print_plan(api.plan(progress=True, **keywords))
+            return EXIT_OK
+        run = api.deploy(progress=True, **keywords)
+        return EXIT_OK if run.ok else EXIT_FAILURE
 
 
 def _guard(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str]) -> int:
@@ -324,6 +283,9 @@ def _guard(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str])
     except NotEnoughCapacity as error:
         sys.stderr.write(error.table() + "\n")
         _print_error(prog, str(error))
+        return error.exit_status
+    except Interrupted as error:
+        sys.stderr.write(f"{prog}: {_one_line(str(error))}\n" + (f"{error.hint}\n" if error.hint else ""))
         return error.exit_status
     except Vm5kError as error:
         _print_error(prog, str(error))
@@ -379,39 +341,16 @@ def build_max_vms_parser() -> argparse.ArgumentParser:
 
 def _max_vms(argv: Sequence[str]) -> int:
     args = vars(build_max_vms_parser().parse_args(list(argv)))
-    template = parse_vm_template(args["vm_template"])
-    keys = ("api", "ssh_config", "host_reserve", "cpu_overcommit", "verbose", "quiet", "job_id", "resources",
-            "blacklisted")
-    if args.get("blacklisted") is not None and args.get("resources") is None:
-        raise UsageError("-b goes with -r (it leaves hosts out of the reference hardware)")
-    options = {key: args.get(key) for key in keys}
-    options["outdir"] = "."
-    infile = args.get("infile")
-    request, _ = build_request(options)
-    setup_logging(request.verbosity)
-    if infile is None:
-        hosts = _workflow().max_vms_hosts(request)
-    else:
-        topo = Topology.from_xml(_read(infile, "-i"))
-        hosts = [Host(host.id, host.capacity) for host in topo.hosts()]  # the file's VMs are not counted
-        if not hosts:
-            raise UsageError(f"-i: {infile} names no host")
-        if all(host.capacity is None for host in hosts):
-            raise UsageError(f"-i: the hosts of {infile} carry no capacity (ram and cores attributes); "
-                             "use -j or -r to read it from Grid'5000")
-    result = max_vms(hosts, template, request.placement.limits)
+    setup_logging(1 if args.get("verbose") else -1 if args.get("quiet") else 0)
+    keys = ("vm_template", "infile", "job_id", "resources", "blacklisted", "api", "ssh_config",
+            "host_reserve", "cpu_overcommit")
+    result = _api().max_vms(**{key: args.get(key) for key in keys})
     capacities = {}
-    for host in hosts:
-        budget = request.placement.limits.budget(host.capacity)
+    for host in result.hosts:
+        budget = result.limits.budget(host.capacity)
         if budget.mem is not None and budget.vcpus is not None:
             capacities[host.id] = (budget.mem, budget.vcpus)
-    counted = []
-    for element in request.resources:  # -r site:N: what N of its hosts hold (the platform marks them)
-        if element.count is not None:
-            label = f"{element.name}:{element.count}"
-            members = [host.id for host in hosts if label in host.extra.get("counted", ())]
-            counted.append(counted_fit(result, members, label, element.count))
-    sys.stdout.write(render.max_vms_text(result, request.placement.limits, capacities, counted))
+    sys.stdout.write(render.max_vms_text(result.fit, result.limits, capacities, result.counted))
     return EXIT_OK
 
 
@@ -420,5 +359,4 @@ def max_vms_main(argv: Sequence[str] | None = None) -> int:
     return _guard("vm5k_max_vms", _max_vms, sys.argv[1:] if argv is None else argv)
 
 
-__all__ = ["EXIT_USAGE", "build_max_vms_parser", "build_parser", "dry_run_from_file", "main", "max_vms_main",
-           "parse_request"]
+__all__ = ["EXIT_USAGE", "build_max_vms_parser", "build_parser", "main", "max_vms_main", "parse_request"]

@@ -7,7 +7,7 @@ catch. The message of a `Vm5kError` is a single line written for the user: it na
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vm5k.topology import Topology
@@ -39,11 +39,26 @@ class RemoteError(Vm5kError):
 
 
 class DeploymentError(Vm5kError):
-    """The deployment could not give what was asked (hosts or VMs KO, not enough capacity left).
+    """The deployment could not give what was asked (hosts or VMs KO, not enough capacity left), or a step
+    of a run failed once the run had a record.
 
-    `topology`: the state the step reached, when the workflow must record it rather than its last one.
+    `topology`: the state the failing step had reached, when it is more than the last one saved (the
+    workflow saves it). `run`: the `vm5k.Run` whose step failed, set by the Python API, so that the caller
+    can look at it, ``resume()`` it or ``destroy()`` it.
     """
 
-    def __init__(self, message: str, topology: Topology | None = None) -> None:
+    def __init__(self, message: str, *, topology: Topology | None = None, run: Any = None) -> None:
         super().__init__(message)
         self.topology = topology
+        self.run = run
+
+
+class Interrupted(Vm5kError):
+    """Ctrl-C or SIGTERM stopped a run: its state is saved; `hint` says how to resume or destroy it."""
+
+    exit_status = EXIT_INTERRUPTED
+
+    def __init__(self, message: str, hint: str = "", *, run: Any = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.run = run

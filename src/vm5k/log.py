@@ -22,6 +22,7 @@ LOGGER_NAME = "vm5k"
 PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
 FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _MARK = "_vm5k_handler"  # attribute set on the handlers installed here
+_verbosity = 0  # what setup_logging was last given: the outdir's log follows it
 
 
 def level_for(verbosity: int) -> int:
@@ -57,6 +58,8 @@ def console() -> Any | None:
 
 def setup_logging(verbosity: int = 0, stream: TextIO | None = None) -> logging.Logger:
     """Configure the ``vm5k`` logger's console handler (on stderr by default) and return the logger."""
+    global _verbosity
+    _verbosity = verbosity
     stream = stream if stream is not None else sys.stderr
     logger = logging.getLogger(LOGGER_NAME)
     _remove(logger, "console")
@@ -113,9 +116,12 @@ class OutdirLogHandler(logging.FileHandler):
             self.stream = None
 
 
-def add_file_handler(outdir: str | os.PathLike[str], verbosity: int = 0,
+def add_file_handler(outdir: str | os.PathLike[str], verbosity: int | None = None,
                      name: str = "vm5k.log") -> Path:
-    """Log into ``<outdir>/vm5k.log`` (appending, so a resumed run continues the same log)."""
+    """Log into ``<outdir>/vm5k.log`` (appending, so a resumed run continues the same log); debug lines
+    too when `verbosity` (by default the one `setup_logging` was given) asks for them."""
+    if verbosity is None:
+        verbosity = _verbosity
     path = Path(outdir) / name
     logger = logging.getLogger(LOGGER_NAME)
     _remove(logger, "file")
@@ -124,7 +130,8 @@ def add_file_handler(outdir: str | os.PathLike[str], verbosity: int = 0,
     handler.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
     setattr(handler, _MARK, "file")
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
+    if logger.level == logging.NOTSET or logger.level > handler.level:
+        logger.setLevel(handler.level)
     return path
 
 

@@ -13,7 +13,6 @@ that their SSH connections are opened once and reused by every step.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable, Coroutine
@@ -21,11 +20,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vm5k import outdir, render
+from vm5k import outdir, ownership, render
 from vm5k.addresses import POOL_KEY, SERVICE_KEY, AddressPool, assign
 from vm5k.errors import DeploymentError, Vm5kError
 from vm5k.hypervisor import RunSettings, VmNetwork, deploy_vms, setup_hosts, setup_service
 from vm5k.keys import PRIVATE_KEY
+from vm5k.loop import LoopThread
 from vm5k.placement import NotEnoughCapacity, PlacementPolicy, evacuate
 from vm5k.platforms import Platform
 from vm5k.program import run_program
@@ -49,11 +49,12 @@ class RunContext:
     outdir: Path
     record: RunRecord
     topology: Topology
-    platform: Platform
     ssh: SshSettings
     reporter: Reporter
-    loop: asyncio.Runner
+    loop: LoopThread
+    lock: ownership.Lock  # the run's outdir, held from the start of the operation to `close`
     request: Request | None = None  # None on --resume and --destroy: the record says everything
+    platform: Platform = field(init=False)
     placement: PlacementPolicy = field(default_factory=PlacementPolicy)
     _runner: SshRunner | None = None
 
@@ -99,14 +100,25 @@ class RunContext:
 
         return self.loop.run(with_runner())
 
+    def check_stop(self) -> None:
+        """Raise `vm5k.ownership.StopRequested` when a destroy has asked this run to stop."""
+        self.lock.check_stop()
+
     def close(self) -> None:
-        """Close the SSH connections (at the end of the run, also after a failure or an interruption)."""
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            try:
-                self.loop.run(runner.__aexit__(None, None, None))
-            except (Exception, KeyboardInterrupt) as error:  # closing must not hide why we stopped
-                log.debug("closing SSH connections: %s", error)
+        """Close the SSH connections and let go of the run (at the end of the operation, also after a
+        failure or an interruption)."""
+        try:
+            if self._runner is not None:
+                runner, self._runner = self._runner, None
+                check, self.loop.check = self.loop.check, None  # closing is never stopped halfway
+                try:
+                    self.loop.run(runner.__aexit__(None, None, None))
+                except (Exception, KeyboardInterrupt) as error:  # closing must not hide why we stopped
+                    log.debug("closing SSH connections: %s", error)
+                finally:
+                    self.loop.check = check
+        finally:
+            self.lock.release()
 
     def hypervisor_settings(self, topology: Topology) -> RunSettings:
         """The hypervisor's settings, with the VM network as the platform described it; recorded."""

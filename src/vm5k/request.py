@@ -282,12 +282,18 @@ class Request:
                     and not self.jobs and self.platform is None)
 
 
-# Options that describe a new deployment: --resume and --destroy take none of them.
-_DEPLOYMENT_OPTIONS = ("n_vm", "infile", "job_id", "walltime", "kavlan", "resources", "blacklisted",
-                       "env_name", "env_file", "forcedeploy", "nodeploy", "host_packages", "packages_upgrade",
-                       "vm_template", "vm_backing_file", "vm_disk_location", "vm_distribution",
-                       "vm_clean_disks", "program", "plot", "hosts", "vm_network", "queue", "seed",
-                       "cpu_overcommit", "host_reserve", "dry_run", "platform", "boot_timeout")
+#: Options that describe a new deployment, in the command's order: also the keywords of `vm5k.deploy` and
+#: `vm5k.plan` (the API's tests check both lists against the command's parser). ``--resume`` and
+#: ``--destroy`` take none of them.
+DEPLOY_OPTIONS = ("n_vm", "infile", "job_id", "walltime", "kavlan", "resources", "blacklisted",
+                  "env_name", "env_file", "forcedeploy", "nodeploy", "host_packages", "packages_upgrade",
+                  "platform", "hosts", "vm_network", "queue", "host_reserve", "cpu_overcommit",
+                  "vm_template", "vm_backing_file", "vm_disk_location", "vm_distribution", "vm_clean_disks",
+                  "boot_timeout", "seed", "program", "plot")
+#: Those that are on/off switches (True/False in Python)
+FLAG_OPTIONS = frozenset({"kavlan", "forcedeploy", "nodeploy", "packages_upgrade", "vm_clean_disks", "plot"})
+#: Those whose text is a comma separated list (a list or tuple in Python)
+LIST_OPTIONS = frozenset({"job_id", "resources", "blacklisted", "host_packages", "hosts"})
 
 
 def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None = None,
@@ -311,7 +317,7 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
 
     for action in ("resume", "destroy"):
         if get(action) is not None:
-            given = [name for name in _DEPLOYMENT_OPTIONS if get(name) not in (None, False)]
+            given = [name for name in (*DEPLOY_OPTIONS, "dry_run") if get(name) not in (None, False)]
             if given:
                 raise UsageError(f"--{action} continues the run recorded in its outdir: "
                                  f"--{given[0].replace('_', '-')} cannot be given with it")

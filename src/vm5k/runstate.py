@@ -61,6 +61,7 @@ class RunRecord:
     reached: list[str] = field(default_factory=list)  # steps begun (done or not): what destroy must undo
     status: str = RUNNING
     message: str | None = None  # why it stopped, when it did not end well
+    holder: str | None = None  # the last operation that held the run: what, by which pid, where, since
 
     @property
     def planned(self) -> bool:

@@ -213,7 +213,14 @@ class VMTemplate:
 
 @dataclass(slots=True)
 class VM:
-    """A virtual machine. `host` is the id of the host it is placed on (kept in step by `Topology`)."""
+    """A virtual machine. `host` is the id of the host it is placed on (kept in step by `Topology`).
+
+    `state` is ``OK`` once it answers SSH, ``KO`` (with `reason`) when it does not.
+
+    >>> vm = VM("vm-1", mem=2048, ip="10.158.0.1", mac="00:16:3e:00:00:01")
+    >>> vm.id, vm.ip, vm.mac, vm.host, vm.state
+    ('vm-1', '10.158.0.1', '00:16:3e:00:00:01', None, 'planned')
+    """
 
     id: str
     mem: int = 1024  # MiB
@@ -236,7 +243,12 @@ class VM:
 
 @dataclass(slots=True)
 class Host:
-    """A physical machine (hypervisor). `capacity` is None until the platform tells its hardware."""
+    """A physical machine (hypervisor). `capacity` is None until the platform tells its hardware.
+
+    >>> host = Host("paradoxe-1.rennes.grid5000.fr", vms=[VM("vm-1")])
+    >>> host.id, [vm.id for vm in host.vms], host.state
+    ('paradoxe-1.rennes.grid5000.fr', ['vm-1'], 'planned')
+    """
 
     id: str
     capacity: Capacity | None = None

@@ -1,37 +1,35 @@
-"""One command, end to end: a Request in, a fleet of VMs answering SSH and an outdir that tells all, out.
+"""One run, end to end, as data: a Request in, a run context out, the outdir telling all.
 
-``run(request)`` is what ``vm5k`` calls for everything that needs a platform: a new deployment (the steps of
-`vm5k.pipeline`), ``--dry-run`` (the first step only), ``--resume OUTDIR`` (the steps not done yet) and
-``--destroy OUTDIR`` (the run's VMs and disks on every host, then its reservation unless ``--keep-job``).
-The platform in use is always said first. Without a Grid'5000 API configured (``--api``, ``VM5K_API``,
-``~/.python-grid5000.yaml``, or a Grid'5000 frontend), the run goes to the embedded testbed, started when
-it is not up.
+The Python API (`vm5k.api`) and through it the command line build every run here: `new_run` for a
+deployment or a dry run, `stored_run` for the run recorded in an outdir (resume, destroy, the changes of
+a running fleet), then `execute` runs the steps not done yet (`vm5k.pipeline`) and `destroy` gives
+everything back. Nothing here prints, exits or touches signals: results are returned, failures raised
+(`Vm5kError`, `Interrupted` after Ctrl-C, `StopRequested` when a destroy asked the run to stop), and the
+progress goes through `logging` and the `Reporter` the caller gives.
 
-Exit status: 0 only when every requested VM answers SSH (and the program, if any, succeeded); 1 when the
-deployment ran but did not give everything (the KO VMs are listed with why); 2 for bad input; 130 when
-interrupted (Ctrl-C or SIGTERM) — then the state is saved and the message says how to resume or destroy.
+Every operation that changes a run holds its outdir's lock (`vm5k.ownership`) from the moment it reads or
+writes the record until `RunContext.close`. The platform in use is always said first. Without a
+Grid'5000 API configured (``--api``, ``VM5K_API``, ``~/.python-grid5000.yaml``, or a Grid'5000 frontend),
+the run goes to the embedded testbed, started when it is not up.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import signal
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from vm5k import outdir
-from vm5k.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UsageError, Vm5kError
+from vm5k import __version__, outdir, ownership, render
+from vm5k.errors import DeploymentError, Interrupted, UsageError, Vm5kError
 from vm5k.hypervisor import RunSettings, destroy_leftovers, destroy_run, ko_vms
 from vm5k.hypervisor.settings import DEFAULT_BOOT_TIMEOUT
 from vm5k.keys import ensure_run_key
 from vm5k.log import add_file_handler
+from vm5k.loop import LoopThread
 from vm5k.pipeline import KNOWN_HOSTS, STEPS, RunContext, identity_files
+from vm5k.placement import check, distribute
 from vm5k.platforms import make_platform
 from vm5k.platforms.grid5000.credentials import ENV_API, credentials_path, on_grid5000_frontend
 from vm5k.platforms.hosts import HostsNetwork
@@ -40,7 +38,7 @@ from vm5k.platforms.testbed import status as testbed_status
 from vm5k.progress import Reporter
 from vm5k.remote import SshSettings
 from vm5k.remote.settings import PARALLEL_INSIDE_GRID5000, PARALLEL_VIA_GATEWAY
-from vm5k.request import Request
+from vm5k.request import Request, format_walltime
 from vm5k.runstate import (
     DESTROYED,
     DONE,
@@ -88,8 +86,8 @@ def testbed_size(request: Request) -> tuple[str | None, int]:
 # -- building a run's context ------------------------------------------------------------------------------
 
 
-def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Reporter, loop: asyncio.Runner,
-             request: Request | None) -> RunContext:
+def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Reporter, loop: LoopThread,
+             request: Request | None, lock: ownership.Lock) -> RunContext:
     """The platform, SSH settings and context of a run, from its record (new, resumed or destroyed)."""
     private, public = ensure_run_key(folder, f"vm5k-{record.run_id}")
     ssh = SshSettings(config_files=(Path(record.ssh_config),) if record.ssh_config else (),
@@ -97,11 +95,17 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
                       known_hosts=folder / KNOWN_HOSTS, record_new_host_keys=True, connect_timeout=30,
                       keepalive_interval=5, keepalive_count_max=3,  # a dropped host is noticed in 15 s
                       max_parallel=PARALLEL_VIA_GATEWAY if record.gateway else PARALLEL_INSIDE_GRID5000)
-    def checkpoint(topo: Topology) -> Topology:  # the platform saves through the context made below
-        return context.save(topo)
+    loop.check = lock.check_stop  # a destroy's request to stop is seen inside the hypervisor steps too
+
+    def pause(seconds: float) -> None:  # the platform's waits between API polls, watching for a stop
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            lock.check_stop()
+            time.sleep(min(left, 0.5))
+        lock.check_stop()
 
     settings: dict[str, Any] = {"ssh": ssh, "public_key": public, "progress": reporter.platform,
-                                "checkpoint": checkpoint}
+                                "sleep": pause}
     if record.platform in ("grid5000", "testbed"):
         settings["api"] = record.api
     elif record.platform == "hosts":
@@ -109,9 +113,10 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
         settings["network"] = HostsNetwork(**(record.vm_network or {}))
         if request is not None:
             settings["placement"] = request.placement
-    context = RunContext(outdir=folder, record=record, topology=topology,
-                         platform=make_platform(record.platform, **settings), ssh=ssh, reporter=reporter,
-                         loop=loop, request=request)
+    context = RunContext(outdir=folder, record=record, topology=topology, ssh=ssh, reporter=reporter,
+                         loop=loop, request=request, lock=lock)
+    settings["checkpoint"] = context.save
+    context.platform = make_platform(record.platform, **settings)
     if not record.hypervisor:
         options = request
         record.hypervisor = RunSettings(
@@ -130,64 +135,90 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
     return context
 
 
-def _new_run(request: Request, reporter: Reporter, loop: asyncio.Runner) -> RunContext:
+def new_run(request: Request, reporter: Reporter, loop: LoopThread) -> RunContext:
+    """A new run (a deployment, or a dry run with a platform): its outdir made and locked, its record saved.
+
+    Raises `UsageError` (nothing touched) when the outdir holds a run that may still own something, or is
+    held by another vm5k.
+    """
     if request.vm_network is not None:
         HostsNetwork(**request.vm_network)  # its addresses are input too: refused before anything is made
     folder = outdir.make_outdir(request.outdir)
-    check_outdir_reusable(folder)
-    add_file_handler(folder, request.verbosity)
-    name = choose_platform(request)
-    record = RunRecord(run_id=new_run_id(), platform=name, start_dir=os.getcwd(), api=request.api,
-                       ssh_config=request.ssh_config, program=request.program, plot=request.plot,
-                       dry_run=request.dry_run, hosts=list(request.hosts), vm_network=request.vm_network,
-                       # from outside Grid'5000, every connection goes through its access gateway
-                       gateway=name == "grid5000" and not on_grid5000_frontend())
-    topology = request.topology.copy()
-    backing = request.vm_backing_file or DEFAULT_BACKING_FILE
-    if name == "testbed":
-        site, nodes = testbed_size(request)
-        info = ensure_testbed(site, nodes)
-        record.api, record.ssh_config = info.api, info.ssh_config
-        record.testbed_state = info.state_dir
-        log.info("platform: testbed (the embedded Grid'5000: API %s, nodes through %s)", info.api,
-                 info.ssh_config)
-        if not request.vm_backing_file and info.image:
-            backing = info.image
-    else:
-        where = f"API {request.api}" if request.api else "API from VM5K_API or ~/.python-grid5000.yaml"
-        log.info("platform: %s (%s)", name, where if name == "grid5000" else ", ".join(request.hosts))
-    record.identity_files = identity_files(folder)
-    for vm in topology.vms():
-        if vm.backing_file is None:
-            vm.backing_file = backing
-    log.info("run %s, outdir %s", record.run_id, folder)
-    context = _context(folder, record, topology, reporter, loop, request)
-    context.save(topology)
-    return context
+    lock = ownership.hold(folder, "dry run" if request.dry_run else "deploy")
+    try:
+        check_outdir_reusable(folder)
+        add_file_handler(folder)
+        name = choose_platform(request)
+        record = RunRecord(run_id=new_run_id(), platform=name, start_dir=os.getcwd(), api=request.api,
+                           ssh_config=request.ssh_config, program=request.program, plot=request.plot,
+                           dry_run=request.dry_run, hosts=list(request.hosts), vm_network=request.vm_network,
+                           # from outside Grid'5000, every connection goes through its access gateway
+                           gateway=name == "grid5000" and not on_grid5000_frontend())
+        topology = request.topology.copy()
+        backing = request.vm_backing_file or DEFAULT_BACKING_FILE
+        if name == "testbed":
+            site, nodes = testbed_size(request)
+            info = ensure_testbed(site, nodes)
+            record.api, record.ssh_config = info.api, info.ssh_config
+            record.testbed_state = info.state_dir
+            log.info("platform: testbed (the embedded Grid'5000: API %s, nodes through %s)", info.api,
+                     info.ssh_config)
+            if not request.vm_backing_file and info.image:
+                backing = info.image
+        else:
+            where = f"API {request.api}" if request.api else "API from VM5K_API or ~/.python-grid5000.yaml"
+            log.info("platform: %s (%s)", name, where if name == "grid5000" else ", ".join(request.hosts))
+        record.identity_files = identity_files(folder)
+        for vm in topology.vms():
+            if vm.backing_file is None:
+                vm.backing_file = backing
+        log.info("run %s, outdir %s", record.run_id, folder)
+        record.holder = ownership.Holder.me(lock.holder.operation).describe()
+        context = _context(folder, record, topology, reporter, loop, request, lock)
+        context.save(topology)
+        return context
+    except BaseException:
+        lock.release()
+        raise
 
 
-def _stored_run(request: Request, reporter: Reporter, loop: asyncio.Runner) -> RunContext:
-    """The context of the run recorded in ``request.outdir`` (``--resume``, ``--destroy``)."""
-    folder = Path(request.outdir)
+def stored_run(folder: Path, operation: str, reporter: Reporter, loop: LoopThread, *, api: str | None = None,
+               ssh_config: str | None = None, take_over: bool = False) -> RunContext:
+    """The context of the run recorded in `folder`, locked for `operation` (``resume``, ``destroy``...).
+
+    `api` and `ssh_config`, when given, say where the run's platform is now. With `take_over` (destroy), a
+    holder of the run is asked to stop and waited for; otherwise a held run is refused at once. A record
+    left ``running`` by a process that died is an interrupted run.
+    """
     if not (folder / outdir.STATE_FILE).exists():
         raise UsageError(f"{folder} holds no vm5k run (no {outdir.STATE_FILE})")
-    topology = outdir.read_state(folder)
-    record = RunRecord.load(topology)
-    add_file_handler(folder, request.verbosity)
-    _reach_again(record, request)
-    api = f" (API {record.api})" if record.api else ""
-    log.info("platform: %s%s; run %s, outdir %s", record.platform, api, record.run_id, folder)
-    return _context(folder, record, topology, reporter, loop, None)
+    lock = ownership.take_over(folder, operation) if take_over else ownership.hold(folder, operation)
+    try:
+        topology = outdir.read_state(folder)
+        record = RunRecord.load(topology)
+        if record.status == RUNNING:  # we hold the lock: whoever wrote "running" is gone
+            record.status = INTERRUPTED
+            record.message = record.message or f"its process ({record.holder or 'unknown'}) ended without " \
+                                               "saying why"
+        add_file_handler(folder)
+        _reach_again(record, api, ssh_config)
+        where = f" (API {record.api})" if record.api else ""
+        log.debug("platform: %s%s; run %s, outdir %s", record.platform, where, record.run_id, folder)
+        record.holder = lock.holder.describe()
+        return _context(folder, record, topology, reporter, loop, None, lock)
+    except BaseException:
+        lock.release()
+        raise
 
 
-def _reach_again(record: RunRecord, request: Request) -> None:
+def _reach_again(record: RunRecord, api: str | None, ssh_config: str | None) -> None:
     """Where the run's platform is now: ``--api``/``--ssh-config`` given again win; a testbed restarted
     since the run (its API gets a new port at each start) is asked where it is."""
-    if request.api:
-        record.api = request.api
-    if request.ssh_config:
-        record.ssh_config = request.ssh_config
-    if record.platform == "testbed" and not request.api:
+    if api:
+        record.api = api
+    if ssh_config:
+        record.ssh_config = ssh_config
+    if record.platform == "testbed" and not api:
         info = testbed_status(record.testbed_state)
         if info is None:
             raise UsageError(f"the testbed of this run ({record.testbed_state}) is not up: start it again "
@@ -195,38 +226,10 @@ def _reach_again(record: RunRecord, request: Request) -> None:
         if info.not_up:  # reached as it is: what vm5k cannot reach on a dead node, it reports
             log.warning("the testbed of this run is degraded: %s not up", ", ".join(info.not_up))
         record.api = info.api
-        record.ssh_config = request.ssh_config or info.ssh_config
+        record.ssh_config = ssh_config or info.ssh_config
 
 
 # -- running ----------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _sigterm_as_sigint() -> Iterator[None]:
-    """SIGTERM stops a run the way Ctrl-C does (state saved, message printed), instead of killing it.
-
-    Both end up as SIGINT, which the event loop turns into a clean cancellation of the running step (and
-    plain Python into KeyboardInterrupt elsewhere). A vm5k started with SIGINT ignored (the background job
-    of a script, which is what batch systems stop with SIGTERM) gets Ctrl-C's handling back for the run:
-    a stop, whatever its signal, must save the state and say how to go on.
-    """
-    def forward(signum: int, frame: Any) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, forward)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    previous_int = signal.getsignal(signal.SIGINT)
-    if previous_int in (signal.SIG_IGN, None):
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if previous_int in (signal.SIG_IGN, None):
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _steps_to_run(context: RunContext) -> list[Any]:
@@ -240,12 +243,35 @@ def _steps_to_run(context: RunContext) -> list[Any]:
     return [step for step in STEPS if step.name not in done]
 
 
-def _execute(context: RunContext) -> int:
+def check_resumable(context: RunContext) -> None:
+    """Refuse, in one line and before anything is touched, to resume a run that cannot go on: destroyed,
+    stopped before its plan, or whose reservation is over (asked of the platform's API)."""
+    record, folder = context.record, context.outdir
+    if record.status == DESTROYED:
+        raise UsageError(f"the run in {folder} was destroyed: nothing to resume")
+    if "topology" not in record.steps:
+        raise UsageError(f"the run in {folder} stopped before its plan: nothing was reserved; run vm5k again")
+    if record.planned and "reservation" in record.reached and not record.dry_run:
+        over = context.platform.reservation_over(context.topology)
+        if over:
+            raise DeploymentError(f"the reservation of the run in {folder} is over ({over}): its hosts are "
+                                  f"no longer the run's; start a new run, or vm5k --destroy {folder} "
+                                  "to close its record")
+
+
+def execute(context: RunContext) -> RunContext:
+    """Run the steps of `context`'s run not done yet, saving the state after each; returns the context
+    with its record's final status (``done``, or ``failed`` with KO VMs or a failed program).
+
+    Raises `Interrupted` after Ctrl-C (state saved, `hint` says how to go on), `StopRequested` when a
+    destroy asked the run to stop, and the `Vm5kError` of a failed step (state saved as ``failed``).
+    """
     record = context.record
     current = "start"
     try:
         for step in _steps_to_run(context):
             current = step.name
+            context.check_stop()
             if step.name == "program" and ko_vms(context.topology):
                 log.warning("the program is not run: some VMs are KO")
                 break
@@ -261,24 +287,25 @@ def _execute(context: RunContext) -> int:
         record.status, record.message = INTERRUPTED, f"interrupted during {current}"
         _save(context, context.topology, quiet=True)
         if record.planned:
-            sys.stderr.write(f"vm5k: interrupted during the {current} step; the state is saved in "
-                             f"{context.outdir}\n"
-                             f"  continue it:   vm5k --resume {context.outdir}\n"
-                             f"  or remove all: vm5k --destroy {context.outdir}\n")
-        else:
-            sys.stderr.write(f"vm5k: interrupted during the {current} step, before anything was reserved or "
-                             f"started: run the same command again (-o {context.outdir} can be reused)\n")
-        return EXIT_INTERRUPTED
+            hint = (f"  continue it:   vm5k --resume {context.outdir}\n"
+                    f"  or remove all: vm5k --destroy {context.outdir}")
+            message = f"interrupted during the {current} step; the state is saved in {context.outdir}"
+            raise Interrupted(message, hint) from None
+        raise Interrupted(f"interrupted during the {current} step, before anything was reserved or started: "
+                          f"run the same command again (-o {context.outdir} can be reused)") from None
+    except ownership.StopRequested as stop:
+        record.status, record.message = INTERRUPTED, f"stopped during {current}: {stop}"
+        _save(context, context.topology, quiet=True)
+        log.warning("the %s step stopped: %s", current, stop)
+        raise
     except Vm5kError as error:
         record.status, record.message = FAILED, f"{current}: {error}"
-        partial = getattr(error, "topology", None)
-        _save(context, partial if isinstance(partial, Topology) else context.topology, quiet=True)
+        partial = error.topology if isinstance(error, DeploymentError) else None
+        _save(context, partial if partial is not None else context.topology, quiet=True)
         if record.planned and not record.dry_run:
             log.error("the %s step failed; the state is saved in %s: fix the cause and vm5k --resume %s, or "
                       "vm5k --destroy %s", current, context.outdir, context.outdir, context.outdir)
         raise
-    finally:
-        context.close()
 
 
 def _save(context: RunContext, topology: Topology, *, quiet: bool = False) -> None:
@@ -292,16 +319,12 @@ def _save(context: RunContext, topology: Topology, *, quiet: bool = False) -> No
         log.error("%s", error)
 
 
-def _finish(context: RunContext) -> int:
+def _finish(context: RunContext) -> RunContext:
     record, topology = context.record, context.topology
     if record.dry_run:
         record.status = DONE
         _save(context, topology)
-        sys.stdout.write(f"vm5k dry run on {record.platform}: nothing reserved, nothing started\n")
-        sys.stdout.write(context.platform.plan_text(topology))
-        sys.stdout.write(f"Initial topology written to {context.outdir / outdir.INITIAL_XML} and "
-                         f"{context.outdir / outdir.STATE_FILE}\n")
-        return EXIT_OK
+        return context
     vms = topology.vms()
     ko = [vm for vm in vms if vm.state != VM_OK]
     program_status = topology.meta.get("program_status")
@@ -320,64 +343,91 @@ def _finish(context: RunContext) -> int:
     if not ko:
         first = min(vms, key=lambda vm: vm.id).id if vms else "vm-1"
         log.info("reach a VM with: ssh -F %s %s", context.outdir / outdir.SSH_CONFIG, first)
-    return EXIT_OK if record.status == DONE else EXIT_FAILURE
+    return context
 
 
-def run(request: Request) -> int:
-    """Run what `request` asks (see the module docstring); returns the exit status."""
-    if request.action == "destroy":
-        return destroy(request)
-    reporter = Reporter()
-    with _sigterm_as_sigint(), asyncio.Runner() as loop:
-        if request.action == "resume":
-            context = _stored_run(request, reporter, loop)
-            if context.record.status == DESTROYED:
-                raise UsageError(f"the run in {request.outdir} was destroyed: nothing to resume")
-            if "topology" not in context.record.steps:
-                raise UsageError(f"the run in {request.outdir} stopped before its plan: nothing was "
-                                 "reserved; run vm5k again")
-            context.record.dry_run = False
-            context.record.status = RUNNING
-        else:
-            context = _new_run(request, reporter, loop)
-        return _execute(context)
-
-
-def destroy(request: Request) -> int:
+def destroy(context: RunContext, *, keep_job: bool = False) -> None:
     """Remove the run's VMs, disks and service on every host, then end its reservation (unless
-    ``--keep-job``), waiting until its jobs have left the waiting/launching/running states."""
-    reporter = Reporter()
-    with _sigterm_as_sigint(), asyncio.Runner() as loop:
-        context = _stored_run(request, reporter, loop)
-        topology = context.topology
-        try:
-            if topology.hosts() and "hosts" in context.record.reached:
-                settings = RunSettings.from_dict(context.record.hypervisor)
-                with reporter.step("destroy", "remove the run's VMs, disks and service from the hosts"):
-                    topology = context.run_async(lambda ssh: destroy_run(topology, ssh, settings,
-                                                                         reporter.hypervisor))
-                context.save(topology)
-            if request.keep_job:
-                log.info("the reservation is kept (--keep-job)")
-            else:
-                with reporter.step("reservation", "end the reservation"):
-                    topology = context.platform.destroy(topology)
-            left = destroy_leftovers(topology)
-            if left:  # the record must not claim a clean state: a second --destroy finishes the job
-                context.record.status = FAILED
-                context.record.message = f"destroy incomplete on {', '.join(sorted(left))}"
-            else:
-                context.record.status, context.record.message = DESTROYED, None
+    `keep_job`), waiting until its jobs have left the waiting/launching/running states.
+
+    A run whose reservation is already over is only closed: its hosts are not contacted (on Grid'5000
+    they have been rebooted, or belong to someone else now). Raises `DeploymentError` when some hosts
+    could not be cleaned (the record then says so, and a second destroy finishes the work).
+    """
+    record, reporter = context.record, context.reporter
+    topology = context.topology
+    over = None
+    if record.status != DESTROYED and "reservation" in record.reached and not record.dry_run:
+        over = context.platform.reservation_over(topology)
+    left: dict[str, str] = {}
+    if over:
+        log.warning("the reservation of run %s was already over (%s): its hosts are not contacted",
+                    record.run_id, over)
+    else:
+        if topology.hosts() and "hosts" in record.reached:
+            settings = RunSettings.from_dict(record.hypervisor)
+            with reporter.step("destroy", "remove the run's VMs, disks and service from the hosts"):
+                topology = context.run_async(lambda ssh: destroy_run(topology, ssh, settings,
+                                                                     reporter.hypervisor))
             context.save(topology)
-        finally:
-            context.close()
+        left = destroy_leftovers(topology)
+    if keep_job:
+        log.info("the reservation is kept (keep_job)")
+    else:
+        with reporter.step("reservation", "end the reservation"):
+            topology = context.platform.destroy(topology)
+    if left:  # the record must not claim a clean state: a second destroy finishes the job
+        record.status = FAILED
+        record.message = f"destroy incomplete on {', '.join(sorted(left))}"
+    else:
+        record.status, record.message = DESTROYED, None
+    context.save(topology)
     if left:
-        log.error("run %s is not fully destroyed: %s could not be cleaned (%s); vm5k --destroy %s again once "
-                  "they answer", context.record.run_id, ", ".join(sorted(left)), "; ".join(left.values()),
-                  request.outdir)
-        return EXIT_FAILURE
-    log.info("run %s destroyed", context.record.run_id)
-    return EXIT_OK
+        names = ", ".join(sorted(left))
+        raise DeploymentError(f"run {record.run_id} is not fully destroyed: {names} could not be cleaned "
+                              f"({'; '.join(left.values())}); destroy it again once they answer")
+    log.info("run %s destroyed", record.run_id)
+
+
+def plan_file(request: Request) -> tuple[Topology, str, list[Path]]:
+    """``--dry-run -i FILE`` without a platform: the plan from the file alone (the capacity it gives, the
+    distribution of its unplaced VMs), written to the outdir as the initial topology. Returns the
+    topology, the plan's text and the files written."""
+    topo = request.topology.copy()
+    warnings: list[str] = []
+    notes: list[str] = []
+    skipped: list[str] = []
+    if topo.unplaced:
+        placement = distribute(topo, request.placement)
+        warnings += placement.warnings
+    unchecked = check(topo, request.placement.limits)
+    if unchecked:
+        skipped.append(f"capacity (RAM, vCPUs) of {len(unchecked)} of {len(topo.hosts())} hosts: the file "
+                       "gives no ram/cores for them and no platform was asked "
+                       "(add --api to check against Grid'5000)")
+    else:
+        notes.append(f"capacity checked from the file: {request.placement.limits.describe()}")
+    skipped.append("availability of the hosts and the reservation slot: no platform was contacted")
+    topo.meta.update({
+        "vm5k_version": __version__, "dry_run": True, "infile": request.infile, "platform": None,
+        "walltime": request.walltime, **request.placement.to_dict(),
+    })
+    folder = outdir.make_outdir(request.outdir)
+    with ownership.hold(folder, "dry run"):
+        check_outdir_reusable(folder)
+        add_file_handler(folder)
+        for warning in warnings:
+            log.warning("%s", warning)
+        for note in notes:
+            log.info("%s", note)
+        written = outdir.write_initial(folder, topo)
+    walltime = format_walltime(request.walltime) if request.walltime else None
+    text = render.plan_text(topo, walltime=walltime, source=request.infile, skipped=skipped)
+    log.info("dry run of %s: %d hosts, %d VMs; initial topology in %s", request.infile, len(topo.hosts()),
+             len(topo.vms()), folder)
+    for line in skipped:
+        log.info("skipped check: %s", line)
+    return topo, text, list(written)
 
 
 def max_vms_hosts(request: Request) -> list[Host]:

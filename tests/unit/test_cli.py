@@ -43,18 +43,28 @@ def in_workdir() -> Iterator[str]:
 
 @contextlib.contextmanager
 def fake_workflow(result: int = 0) -> Iterator[list]:
-    """A stand-in vm5k.workflow recording its calls, so no test ever starts a real deployment; its
-    platform has one host of 8 GiB and 8 threads."""
+    """A stand-in for what runs a checked request (`vm5k.api._execute_request`) and for the workflow's
+    hardware reading, recording their calls, so no test ever starts a real deployment; its platform has one
+    host of 8 GiB and 8 threads. Everything before (parsing, the API's keywords, the checks) is real."""
+    from vm5k import api
+
     calls: list = []
+
+    def execute(request: Request, progress: bool) -> types.SimpleNamespace:
+        calls.append(("run", request))
+        return types.SimpleNamespace(ok=result == 0, platform="testbed", text="", files=[])
+
     module = types.ModuleType("vm5k.workflow")
-    module.run = lambda request: calls.append(("run", request)) or result  # type: ignore[attr-defined]
     host = Host("h-1.rennes.grid5000.fr", Capacity(ram=8 * GIB, cores=4, threads=8))
     module.max_vms_hosts = lambda request: calls.append(("max_vms_hosts", request)) or [host]  # type: ignore[attr-defined]
     saved = sys.modules.get("vm5k.workflow")
+    saved_execute = api._execute_request
     sys.modules["vm5k.workflow"] = module
+    api._execute_request = execute  # type: ignore[assignment]
     try:
         yield calls
     finally:
+        api._execute_request = saved_execute  # type: ignore[assignment]
         if saved is None:
             sys.modules.pop("vm5k.workflow", None)
         else:
@@ -175,7 +185,8 @@ def test_dry_run_of_the_two_site_example(tmp_path: Path) -> None:
     assert "Would reserve 5 hosts on 2 sites for 2:00:00" in out
     assert re.search(r"orion-1 +4 VMs +4096 MiB +4 vCPU +vm-9 vm-10 vm-11 vm-12", out)
     assert "Skipped checks:" in out and "capacity (RAM, vCPUs) of 5 of 5 hosts" in out
-    assert sorted(p.name for p in out_dir.iterdir()) == ["initial_topo.xml", "topology.json", "vm5k.log"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [".vm5k.lock", "initial_topo.xml", "topology.json",
+                                                         "vm5k.log"]
     assert "dry run of" in (out_dir / "vm5k.log").read_text()
     written = Topology.from_xml((out_dir / "initial_topo.xml").read_bytes())
     given = Topology.from_xml((EXAMPLES / "two_sites.xml").read_bytes())
@@ -228,11 +239,13 @@ def test_a_random_distribution_records_its_seed() -> None:
 
 
 def test_an_internal_error_is_one_line_too() -> None:
-    def broken(request: Request) -> int:
+    def broken(request: Request, progress: bool) -> int:
         raise RuntimeError("boom")
 
+    from vm5k import api
+
     with in_workdir(), fake_workflow() as _:
-        sys.modules["vm5k.workflow"].run = broken  # type: ignore[attr-defined]
+        api._execute_request = broken  # type: ignore[assignment]
         status, _, err = run(["-n", "2", "-w", "1:00"])
     assert status == 1 and "Traceback" not in err
     assert err.splitlines()[-1] == "vm5k: error: internal error: RuntimeError: boom (run with -v for details)"

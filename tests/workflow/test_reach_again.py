@@ -10,7 +10,6 @@ from vm5k import workflow
 from vm5k.errors import UsageError
 from vm5k.platforms.testbed import TestbedInfo as Info
 from vm5k.platforms.testbed import parse_status
-from vm5k.request import Request
 from vm5k.runstate import RunRecord
 
 
@@ -29,7 +28,7 @@ def test_a_restarted_testbed_is_found_again(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(workflow, "testbed_status", status)
     run = record()
-    workflow._reach_again(run, Request(outdir="o", action="resume"))
+    workflow._reach_again(run, None, None)
     assert asked == ["/var/lib/vm5k-testbed/x"]
     assert (run.api, run.ssh_config) == ("http://127.0.0.1:41234/stable", "/new/ssh_config")
 
@@ -37,17 +36,16 @@ def test_a_restarted_testbed_is_found_again(monkeypatch: pytest.MonkeyPatch) -> 
 def test_a_testbed_that_is_down_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(workflow, "testbed_status", lambda state_dir: None)
     with pytest.raises(UsageError, match="vm5k-testbed up --state /var/lib/vm5k-testbed/x"):
-        workflow._reach_again(record(), Request(outdir="o", action="destroy"))
+        workflow._reach_again(record(), None, None)
 
 
 def test_api_and_ssh_config_given_again_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(workflow, "testbed_status", lambda state_dir: pytest.fail("not asked"))
     run = record("grid5000")
-    workflow._reach_again(run, Request(outdir="o", action="resume", api="https://api.grid5000.fr/stable",
-                                       ssh_config="/home/alice/g5k_config"))
+    workflow._reach_again(run, "https://api.grid5000.fr/stable", "/home/alice/g5k_config")
     assert (run.api, run.ssh_config) == ("https://api.grid5000.fr/stable", "/home/alice/g5k_config")
     kept = record("grid5000")
-    workflow._reach_again(kept, Request(outdir="o", action="resume"))
+    workflow._reach_again(kept, None, None)
     assert (kept.api, kept.ssh_config) == ("http://127.0.0.1:40000/stable", "/old/ssh_config")
 
 
@@ -74,6 +72,6 @@ def test_destroy_reaches_a_degraded_testbed_and_says_so(monkeypatch: pytest.Monk
     monkeypatch.setattr(workflow, "testbed_status", lambda state_dir: parse_status(status_json(
         "degraded", dead=(dead,))))
     run = record()
-    workflow._reach_again(run, Request(outdir="o", action="destroy"))
+    workflow._reach_again(run, None, None)
     assert run.api == "http://127.0.0.1:41234/stable"
     assert f"the testbed of this run is degraded: {dead} not up" in caplog.text

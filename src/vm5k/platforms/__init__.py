@@ -11,6 +11,7 @@ topology already records (``meta``) and skips what is done, so a resumed run cal
 ``wait_running(topo)``   wait until the reservation runs, reporting progress
 ``resources(topo)``      the reserved hosts (with their capacity), VMs placed, the address pool and pairs
 ``deploy_hosts(topo)``   install the hosts' system (KO hosts excluded, their VMs placed elsewhere)
+``reservation_over(t)``  why the run's reservation has ended (asked of the API), or None while it holds
 ``destroy(topo)``        give everything back (kill the jobs the run created)
 ======================  =================================================================================
 
@@ -75,6 +76,8 @@ class Platform(Protocol):
     def resources(self, topology: Topology) -> Topology: ...
 
     def deploy_hosts(self, topology: Topology) -> Topology: ...
+
+    def reservation_over(self, topology: Topology) -> str | None: ...
 
     def destroy(self, topology: Topology) -> Topology: ...
 

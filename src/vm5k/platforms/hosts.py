@@ -179,6 +179,10 @@ class HostsPlatform:
         """Nothing to install: the hosts are used as they are (the hypervisor step adds what is missing)."""
         return topology.copy()
 
+    def reservation_over(self, topology: Topology) -> str | None:
+        """Never: the hosts are the user's own, with no reservation that could end."""
+        return None
+
     def destroy(self, topology: Topology) -> Topology:
         """Nothing was reserved, nothing to give back."""
         return topology.copy()

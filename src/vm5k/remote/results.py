@@ -31,6 +31,11 @@ class HostResult:
 
     ``exit_status`` is None when the command did not finish (connection failure, timeout): ``error``
     then says why. ``stdout``/``stderr`` hold what was received, even after a timeout.
+
+    >>> HostResult("vm-1", exit_status=0, stdout="6.1.0-18-amd64\\n").ok
+    True
+    >>> HostResult("vm-2", error="no SSH login: connection refused").describe()
+    'vm-2: no SSH login: connection refused'
     """
 
     host: str
@@ -61,6 +66,10 @@ class Results(Sequence[HostResult]):
     """The per-host results of one operation, in the order the hosts were given.
 
     Index by position or by host name (``results["node-3"]``).
+
+    >>> results = Results([HostResult("vm-1", 0, "1\\n"), HostResult("vm-2", error="timed out")])
+    >>> results["vm-1"].stdout, results.ok_hosts, results.ko_hosts, results.all_ok
+    ('1\\n', ['vm-1'], ['vm-2'], False)
     """
 
     def __init__(self, results: Iterable[HostResult] = ()) -> None:

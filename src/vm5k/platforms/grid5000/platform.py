@@ -48,6 +48,7 @@ from vm5k.platforms.grid5000.kadeploy import (
     wait_deployments,
 )
 from vm5k.platforms.grid5000.oar import (
+    ACTIVE_STATES,
     LIVE_STATES,
     JobRecord,
     ReservationRefused,
@@ -636,10 +637,26 @@ class Grid5000Platform:
             raise DeploymentError(
                 f"{len(ko)} hosts failed Kadeploy twice ({', '.join(h.id for h in ko)}); their "
                 f"{len(displaced)} VMs do not fit on the {len(topo.hosts()) - len(ko)} others: {error} "
-                "(the jobs are left running: vm5k --destroy OUTDIR ends them)", topo) from None
+                "(the jobs are left running: vm5k --destroy OUTDIR ends them)", topology=topo) from None
         log.info("%d VMs of the excluded hosts placed on the others", len(displaced))
 
     # -- destroy -----------------------------------------------------------------------------------------
+
+    def reservation_over(self, topology: Topology) -> str | None:
+        """Why the run's reservation is over (a job ended, was killed or is unknown to OAR), or None while
+        every job of the run may still hold its hosts. Asked of the API, never of the hosts: once a job
+        has ended, Grid'5000 reboots its nodes, or gives them to someone else."""
+        over = []
+        for job in Grid5000Record.load(topology).jobs:
+            try:
+                state = str(get_job(self.api, job.site, job.id).get("state", "")).lower()
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+                state = "unknown to OAR"
+            if state not in ACTIVE_STATES or state == "finishing":  # finishing: its nodes are rebooting
+                over.append(f"job {job.label} is {state}")
+        return "; ".join(over) or None
 
     def destroy(self, topology: Topology, *, kill_given: bool = False, timeout: float = 300.0) -> Topology:
         """Kill the jobs this run created (and ``-j`` ones with `kill_given`), and wait until they ended."""
