@@ -7,10 +7,10 @@ syslog dates with the frontend's clock, with a hard-coded year). The start of ss
 ``/run/vm5k/sshd-started`` (written by the testbed's guest images), or else from the modification time
 of sshd's (or dropbear's) pid file compared with the boot instant the guest's own clock gives.
 
-It reads only the outdir: ``vms.list`` for the VMs, ``ssh_config`` to reach them through their hosts (as
-``ssh -F OUTDIR/ssh_config vm-1`` does), and ``known_hosts`` for their keys. Run by vm5k itself with
-``-p examples/boot_time.py``, it finds the outdir in ``VM5K_OUTDIR``. With ``--plot``, a histogram goes to
-``OUTDIR/boot_time.png``.
+It uses vm5k's Python API on the run's outdir: ``vm5k.Run.load(OUTDIR)`` gives the VMs, and ``run.run``
+asks every one of them in parallel, through its host, with the run's own key (as ``ssh -F OUTDIR/ssh_config
+vm-1`` does). Run by vm5k itself with ``-p examples/boot_time.py``, it finds the outdir in
+``VM5K_OUTDIR``. With ``--plot``, a histogram goes to ``OUTDIR/boot_time.png``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from vm5k.remote import SshRunner, SshSettings, SyncRunner
+import vm5k
 
 #: prints "<sshd start, in seconds of guest uptime>"; every branch uses the guest's own clock only
 PROBE = r"""
@@ -37,22 +37,11 @@ echo "no sshd start time found" >&2; exit 1
 """
 
 
-def read_vms(outdir: Path) -> list[str]:
-    """The VM ids of vms.list (``<ip>\\t<id>`` lines)."""
-    return [line.split()[1] for line in (outdir / "vms.list").read_text().splitlines() if line.strip()]
-
-
-def measure(outdir: Path, vms: list[str]) -> tuple[dict[str, float], dict[str, str]]:
-    """VM id → boot time in seconds, and VM id → why it could not be measured."""
-    settings = SshSettings(config_files=(outdir / "ssh_config",), known_hosts=outdir / "known_hosts",
-                           record_new_host_keys=True, command_timeout=60)
-    runner = SyncRunner(lambda: SshRunner(settings))
-    try:
-        results = runner.run(vms, ["sh", "-c", PROBE])
-    finally:
-        runner.close()
+def measure(run: vm5k.Run) -> tuple[dict[str, float], dict[str, str]]:
+    """VM id → boot time in seconds, and VM id → why it could not be measured (every VM of the run is
+    asked, KO ones included: their failure is reported, not raised)."""
     times, failures = {}, {}
-    for result in results:
+    for result in run.run(PROBE, timeout=60):
         value = _seconds(result.stdout) if result.ok else None
         if value is None:
             failures[result.host] = result.describe()
@@ -100,14 +89,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="the run's outdir (default: $VM5K_OUTDIR, set when vm5k runs this with -p)")
     parser.add_argument("--plot", action="store_true", help="write a histogram to OUTDIR/boot_time.png")
     args = parser.parse_args(argv)
-    if not args.outdir or not (Path(args.outdir) / "vms.list").is_file():
-        parser.error("give the outdir of a vm5k run (the folder holding vms.list)")
+    if not args.outdir:
+        parser.error("give the outdir of a vm5k run")
     outdir = Path(args.outdir)
-    vms = read_vms(outdir)
-    if not vms:
-        print("no VM in vms.list", file=sys.stderr)
+    try:
+        run = vm5k.Run.load(outdir)
+    except vm5k.UsageError as error:
+        parser.error(str(error))
+    if not run.vms:
+        print("the run has no VM", file=sys.stderr)
         return 1
-    times, failures = measure(outdir, vms)
+    with run:
+        times, failures = measure(run)
     for vm, why in sorted(failures.items()):
         print(f"{vm}: not measured: {why}", file=sys.stderr)
     if not times:

@@ -171,6 +171,18 @@ class Run:
         return {vm.id: vm.reason or vm.state for vm in self.vms if vm.state != VM_OK}
 
     @property
+    def job_id(self) -> str | None:
+        """The run's reservation as the `job_id` keyword takes it (``rennes:1001``, or
+        ``rennes:1001,nancy:77``), to deploy another fleet in it after ``destroy(keep_job=True)``; None
+        where nothing is reserved (``--hosts``).
+
+        >>> vm5k.deploy(n_vm=8, job_id=run.job_id, outdir="xp1-8")  # doctest: +SKIP
+        """
+        from vm5k.platforms.grid5000.record import Grid5000Record
+
+        return ",".join(job.label for job in Grid5000Record.load(self.topology).jobs) or None
+
+    @property
     def ok(self) -> bool:
         """True when every VM answers SSH (and the program, if any, succeeded)."""
         return self.record.status == "done" and not self.record.dry_run

@@ -59,6 +59,7 @@ class RunRecord:
     dry_run: bool = False
     steps: dict[str, float] = field(default_factory=dict)  # steps done -> seconds they took
     reached: list[str] = field(default_factory=list)  # steps begun (done or not): what destroy must undo
+    reservation_ended: bool = False  # vm5k ended it (destroy): hosts left to clean are still contacted
     status: str = RUNNING
     message: str | None = None  # why it stopped, when it did not end well
     holder: str | None = None  # the last operation that held the run: what, by which pid, where, since

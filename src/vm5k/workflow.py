@@ -357,8 +357,8 @@ def destroy(context: RunContext, *, keep_job: bool = False) -> None:
     record, reporter = context.record, context.reporter
     topology = context.topology
     over = None
-    if record.status != DESTROYED and "reservation" in record.reached and not record.dry_run:
-        over = context.platform.reservation_over(topology)
+    if "reservation" in record.reached and not record.dry_run and not record.reservation_ended:
+        over = context.platform.reservation_over(topology)  # ended outside vm5k: the hosts are not ours
     left: dict[str, str] = {}
     if over:
         log.warning("the reservation of run %s was already over (%s): its hosts are not contacted",
@@ -372,10 +372,11 @@ def destroy(context: RunContext, *, keep_job: bool = False) -> None:
             context.save(topology)
         left = destroy_leftovers(topology)
     if keep_job:
-        log.info("the reservation is kept (keep_job)")
+        log.info("the reservation is kept (--keep-job)")
     else:
         with reporter.step("reservation", "end the reservation"):
             topology = context.platform.destroy(topology)
+        record.reservation_ended = True
     if left:  # the record must not claim a clean state: a second destroy finishes the job
         record.status = FAILED
         record.message = f"destroy incomplete on {', '.join(sorted(left))}"
