@@ -35,7 +35,7 @@ from vm5k.errors import (
 from vm5k.log import remove_file_handler, setup_logging
 from vm5k.options import PLACE_OPTIONS, request_from_options
 from vm5k.placement import DISTRIBUTIONS, NotEnoughCapacity
-from vm5k.request import DEPLOY_OPTIONS, Request
+from vm5k.request import DEPLOY_OPTIONS, PLATFORMS, Request
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
                            "on the hosts")
     phys.add_argument("--packages-upgrade", "--packages_upgrade", dest="packages_upgrade",
                       action="store_true", default=None, help="upgrade the hosts' packages before installing")
-    phys.add_argument("--platform", choices=("testbed", "grid5000", "hosts"),
+    phys.add_argument("--platform", choices=PLATFORMS,
                       help="where hosts come from (default: Grid'5000 when an\n"
                            "API is configured, else the embedded testbed)")
     phys.add_argument("--api", metavar="URL",

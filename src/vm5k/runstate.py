@@ -25,6 +25,7 @@ from typing import Any
 from vm5k import outdir
 from vm5k.errors import UsageError
 from vm5k.placement import PlacementPolicy
+from vm5k.platforms import Access
 from vm5k.topology import Topology
 
 RUN_KEY = "run"
@@ -63,6 +64,16 @@ class RunRecord:
     status: str = RUNNING
     message: str | None = None  # why it stopped, when it did not end well
     holder: str | None = None  # the last operation that held the run: what, by which pid, where, since
+
+    @property
+    def access(self) -> Access:
+        """How the run reaches its platform (the fields the platform's kind chose: `set_access`)."""
+        return Access(api=self.api, ssh_config=self.ssh_config, testbed_state=self.testbed_state,
+                      hosts=tuple(self.hosts), vm_network=self.vm_network, gateway=self.gateway)
+
+    def set_access(self, access: Access) -> None:
+        self.api, self.ssh_config, self.testbed_state = access.api, access.ssh_config, access.testbed_state
+        self.hosts, self.vm_network, self.gateway = list(access.hosts), access.vm_network, access.gateway
 
     @property
     def planned(self) -> bool:

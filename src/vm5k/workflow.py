@@ -30,11 +30,7 @@ from vm5k.log import add_file_handler
 from vm5k.loop import LoopThread
 from vm5k.pipeline import KNOWN_HOSTS, STEPS, RunContext, identity_files
 from vm5k.placement import check, distribute
-from vm5k.platforms import make_platform
-from vm5k.platforms.grid5000.credentials import ENV_API, credentials_path, on_grid5000_frontend
-from vm5k.platforms.hosts import HostsNetwork
-from vm5k.platforms.testbed import DEFAULT_NODES, ensure_testbed
-from vm5k.platforms.testbed import status as testbed_status
+from vm5k.platforms import Services, choose_platform, platform_kind
 from vm5k.progress import Reporter
 from vm5k.remote import SshSettings
 from vm5k.remote.settings import PARALLEL_INSIDE_GRID5000, PARALLEL_VIA_GATEWAY
@@ -56,31 +52,6 @@ log = logging.getLogger(__name__)
 #: Grid'5000 keeps VM images under /grid5000/virt-images, shared by NFS with every node; the testbed
 #: installs its default guest at the same path, so the default is the same everywhere.
 DEFAULT_BACKING_FILE = "/grid5000/virt-images/debian12-x64-min.qcow2"
-GRID5000_SITES = ("bordeaux", "grenoble", "lille", "louvain", "luxembourg", "lyon", "nancy", "nantes",
-                  "rennes", "sophia", "strasbourg", "toulouse")
-
-
-# -- choosing the platform -------------------------------------------------------------------------------
-
-
-def choose_platform(request: Request) -> str:
-    """``--platform``, else ``hosts`` with ``--hosts``, ``grid5000`` when an API is configured, else the
-    embedded ``testbed``."""
-    if request.platform:
-        return request.platform
-    if request.hosts:
-        return "hosts"
-    if request.api or os.environ.get(ENV_API) or credentials_path().exists() or on_grid5000_frontend():
-        return "grid5000"
-    return "testbed"
-
-
-def testbed_size(request: Request) -> tuple[str | None, int]:
-    """The site and node count to start the testbed with, from ``-r`` (the first site it names)."""
-    for element in request.resources:
-        if element.name in GRID5000_SITES:
-            return element.name, max(element.count or DEFAULT_NODES, 1)
-    return None, DEFAULT_NODES
 
 
 # -- building a run's context ------------------------------------------------------------------------------
@@ -104,19 +75,11 @@ def _context(folder: Path, record: RunRecord, topology: Topology, reporter: Repo
             time.sleep(min(left, 0.5))
         lock.check_stop()
 
-    settings: dict[str, Any] = {"ssh": ssh, "public_key": public, "progress": reporter.platform,
-                                "sleep": pause}
-    if record.platform in ("grid5000", "testbed"):
-        settings["api"] = record.api
-    elif record.platform == "hosts":
-        settings["hosts"] = tuple(record.hosts)
-        settings["network"] = HostsNetwork(**(record.vm_network or {}))
-        if request is not None:
-            settings["placement"] = request.placement
     context = RunContext(outdir=folder, record=record, topology=topology, ssh=ssh, reporter=reporter,
                          loop=loop, request=request, lock=lock)
-    settings["checkpoint"] = context.save
-    context.platform = make_platform(record.platform, **settings)
+    services = Services(ssh=ssh, public_key=public, progress=reporter.platform, checkpoint=context.save,
+                        sleep=pause, placement=request.placement if request else record.placement)
+    context.platform = platform_kind(record.platform).build(record.access, services)
     if not record.hypervisor:
         options = request
         record.hypervisor = RunSettings(
@@ -141,33 +104,19 @@ def new_run(request: Request, reporter: Reporter, loop: LoopThread) -> RunContex
     Raises `UsageError` (nothing touched) when the outdir holds a run that may still own something, or is
     held by another vm5k.
     """
-    if request.vm_network is not None:
-        HostsNetwork(**request.vm_network)  # its addresses are input too: refused before anything is made
+    name = choose_platform(request)
+    platform_kind(name).validate(request)  # refused before anything is made
     folder = outdir.make_outdir(request.outdir)
     lock = ownership.hold(folder, "dry run" if request.dry_run else "deploy")
     try:
         check_outdir_reusable(folder)
         add_file_handler(folder)
-        name = choose_platform(request)
-        record = RunRecord(run_id=new_run_id(), platform=name, start_dir=os.getcwd(), api=request.api,
-                           ssh_config=request.ssh_config, program=request.program, plot=request.plot,
-                           dry_run=request.dry_run, hosts=list(request.hosts), vm_network=request.vm_network,
-                           # from outside Grid'5000, every connection goes through its access gateway
-                           gateway=name == "grid5000" and not on_grid5000_frontend())
+        access = platform_kind(name).prepare(request)
+        record = RunRecord(run_id=new_run_id(), platform=name, start_dir=os.getcwd(),
+                           program=request.program, plot=request.plot, dry_run=request.dry_run)
+        record.set_access(access)
         topology = request.topology.copy()
-        backing = request.vm_backing_file or DEFAULT_BACKING_FILE
-        if name == "testbed":
-            site, nodes = testbed_size(request)
-            info = ensure_testbed(site, nodes)
-            record.api, record.ssh_config = info.api, info.ssh_config
-            record.testbed_state = info.state_dir
-            log.info("platform: testbed (the embedded Grid'5000: API %s, nodes through %s)", info.api,
-                     info.ssh_config)
-            if not request.vm_backing_file and info.image:
-                backing = info.image
-        else:
-            where = f"API {request.api}" if request.api else "API from VM5K_API or ~/.python-grid5000.yaml"
-            log.info("platform: %s (%s)", name, where if name == "grid5000" else ", ".join(request.hosts))
+        backing = request.vm_backing_file or access.image or DEFAULT_BACKING_FILE
         record.identity_files = identity_files(folder)
         for vm in topology.vms():
             if vm.backing_file is None:
@@ -212,21 +161,9 @@ def stored_run(folder: Path, operation: str, reporter: Reporter, loop: LoopThrea
 
 
 def _reach_again(record: RunRecord, api: str | None, ssh_config: str | None) -> None:
-    """Where the run's platform is now: ``--api``/``--ssh-config`` given again win; a testbed restarted
-    since the run (its API gets a new port at each start) is asked where it is."""
-    if api:
-        record.api = api
-    if ssh_config:
-        record.ssh_config = ssh_config
-    if record.platform == "testbed" and not api:
-        info = testbed_status(record.testbed_state)
-        if info is None:
-            raise UsageError(f"the testbed of this run ({record.testbed_state}) is not up: start it again "
-                             f"(vm5k-testbed up --state {record.testbed_state}) or give --api")
-        if info.not_up:  # reached as it is: what vm5k cannot reach on a dead node, it reports
-            log.warning("the testbed of this run is degraded: %s not up", ", ".join(info.not_up))
-        record.api = info.api
-        record.ssh_config = ssh_config or info.ssh_config
+    """Where the run's platform is now (its kind says: a testbed restarted since the run has a new API
+    port); ``--api``/``--ssh-config`` given again win."""
+    record.set_access(platform_kind(record.platform).reach_again(record.access, api, ssh_config))
 
 
 # -- running ----------------------------------------------------------------------------------------------
@@ -433,15 +370,4 @@ def plan_file(request: Request) -> tuple[Topology, str, list[Path]]:
 
 def max_vms_hosts(request: Request) -> list[Host]:
     """The hosts ``vm5k_max_vms -j/-r`` counts on, with their hardware, from the platform."""
-    name = choose_platform(request)
-    if name == "testbed":
-        site, nodes = testbed_size(request)
-        info = ensure_testbed(site, nodes)
-        platform = make_platform("testbed", api=info.api)
-    else:
-        platform = make_platform(name, api=request.api)
-    hardware = getattr(platform, "hardware", None)
-    if hardware is None:
-        raise UsageError(f"vm5k_max_vms cannot read the hosts of the {name} platform")
-    hosts: list[Host] = hardware(request)
-    return hosts
+    return platform_kind(choose_platform(request)).hardware(request)

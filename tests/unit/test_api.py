@@ -133,3 +133,11 @@ def test_every_public_name_has_an_example_and_a_line_in_the_docs(name: str) -> N
     assert f"`vm5k.{name}" in docs, f"docs/api.md does not describe vm5k.{name}"
     if inspect.isfunction(value) or (inspect.isclass(value) and not issubclass(value, Exception)):
         assert ">>>" in doc or "```" in doc, f"vm5k.{name}'s docstring has no example"
+
+
+def test_every_platform_the_request_accepts_has_a_kind() -> None:
+    from vm5k.platforms import KINDS, platform_kind
+    from vm5k.request import PLATFORMS
+
+    assert set(KINDS) == set(PLATFORMS)
+    assert all(platform_kind(name).name == name for name in KINDS)

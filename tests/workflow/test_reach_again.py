@@ -8,6 +8,7 @@ import pytest
 
 from vm5k import workflow
 from vm5k.errors import UsageError
+from vm5k.platforms import testbed
 from vm5k.platforms.testbed import TestbedInfo as Info
 from vm5k.platforms.testbed import parse_status
 from vm5k.runstate import RunRecord
@@ -26,7 +27,7 @@ def test_a_restarted_testbed_is_found_again(monkeypatch: pytest.MonkeyPatch) -> 
         asked.append(state_dir)
         return Info("http://127.0.0.1:41234/stable", "/new/ssh_config", None, state_dir)
 
-    monkeypatch.setattr(workflow, "testbed_status", status)
+    monkeypatch.setattr(testbed, "status", status)
     run = record()
     workflow._reach_again(run, None, None)
     assert asked == ["/var/lib/vm5k-testbed/x"]
@@ -34,13 +35,13 @@ def test_a_restarted_testbed_is_found_again(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_a_testbed_that_is_down_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workflow, "testbed_status", lambda state_dir: None)
+    monkeypatch.setattr(testbed, "status", lambda state_dir: None)
     with pytest.raises(UsageError, match="vm5k-testbed up --state /var/lib/vm5k-testbed/x"):
         workflow._reach_again(record(), None, None)
 
 
 def test_api_and_ssh_config_given_again_win(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workflow, "testbed_status", lambda state_dir: pytest.fail("not asked"))
+    monkeypatch.setattr(testbed, "status", lambda state_dir: pytest.fail("not asked"))
     run = record("grid5000")
     workflow._reach_again(run, "https://api.grid5000.fr/stable", "/home/alice/g5k_config")
     assert (run.api, run.ssh_config) == ("https://api.grid5000.fr/stable", "/home/alice/g5k_config")
@@ -69,7 +70,7 @@ def test_a_testbed_with_a_dead_node_is_still_reached_while_its_api_answers() -> 
 def test_destroy_reaches_a_degraded_testbed_and_says_so(monkeypatch: pytest.MonkeyPatch,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     dead = "paradoxe-2.rennes.grid5000.fr"
-    monkeypatch.setattr(workflow, "testbed_status", lambda state_dir: parse_status(status_json(
+    monkeypatch.setattr(testbed, "status", lambda state_dir: parse_status(status_json(
         "degraded", dead=(dead,))))
     run = record()
     workflow._reach_again(run, None, None)

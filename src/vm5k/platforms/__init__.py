@@ -24,15 +24,19 @@ already have, ``vm5k.platforms.hosts``).
 
 from __future__ import annotations
 
+import importlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from vm5k.errors import UsageError
 
 if TYPE_CHECKING:
+    from vm5k.placement import PlacementPolicy
+    from vm5k.remote import SshSettings
     from vm5k.request import Request
-    from vm5k.topology import Topology
+    from vm5k.topology import Host, Topology
 
 STEPS = ("plan", "reserve", "wait_running", "resources", "deploy_hosts")
 
@@ -82,6 +86,90 @@ class Platform(Protocol):
     def destroy(self, topology: Topology) -> Topology: ...
 
 
+@dataclass(frozen=True)
+class Access:
+    """How a run reaches its platform: found when the run starts (`PlatformKind.prepare`), recorded with the
+    run, and found again by every later operation (`PlatformKind.reach_again`). Never credentials."""
+
+    api: str | None = None  # a Grid'5000 REST API (the real one, or the testbed's)
+    ssh_config: str | None = None  # the OpenSSH config that reaches the hosts (gateway, testbed)
+    testbed_state: str | None = None  # the testbed's state folder: where it says where it is now
+    hosts: tuple[str, ...] = ()  # --hosts
+    vm_network: dict[str, str] | None = None  # --vm-network
+    gateway: bool = False  # every connection goes through an access gateway: fewer parallel connections
+    image: str | None = None  # the platform's own default VM image (the testbed's), if any
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the workflow gives every platform it builds: SSH settings, the run's public key, callbacks."""
+
+    ssh: SshSettings | None = None
+    public_key: str | None = None
+    progress: ProgressCallback | None = None
+    checkpoint: Callable[[Topology], object] | None = None
+    sleep: Callable[[float], None] = time.sleep
+    placement: PlacementPolicy | None = None
+
+
+class PlatformKind(Protocol):
+    """One kind of platform: everything the workflow knows about it goes through here, so that a new
+    platform is one module (with a ``KIND`` of this protocol) and one line of `KINDS`."""
+
+    name: str
+
+    def applies(self, request: Request) -> bool:
+        """Whether a request that names no platform goes to this one (asked in the order of `KINDS`)."""
+        ...
+
+    def validate(self, request: Request) -> None:
+        """Refuse (`UsageError`) what the request says about this platform, before anything is made."""
+        ...
+
+    def prepare(self, request: Request) -> Access:
+        """Find (or start) the platform for a new run, say which it is (a log line), and how to reach it."""
+        ...
+
+    def reach_again(self, access: Access, api: str | None, ssh_config: str | None) -> Access:
+        """Where a recorded run's platform is now; `api`/`ssh_config` given again win."""
+        ...
+
+    def build(self, access: Access, services: Services) -> Platform:
+        """The platform whose steps the run uses."""
+        ...
+
+    def hardware(self, request: Request) -> list[Host]:
+        """The hosts ``vm5k_max_vms -j/-r`` counts on, with their hardware."""
+        ...
+
+
+#: platform name → the module whose ``KIND`` it is; a request naming no platform goes to the first that
+#: applies (``hosts`` with ``--hosts``, ``grid5000`` when an API is configured, else the ``testbed``)
+KINDS = {"hosts": "vm5k.platforms.hosts", "grid5000": "vm5k.platforms.grid5000.kind",
+         "testbed": "vm5k.platforms.testbed"}
+
+
+def platform_kind(name: str) -> PlatformKind:
+    """The kind of platform called `name`.
+
+    >>> platform_kind("openstack")
+    Traceback (most recent call last):
+    ...
+    vm5k.errors.UsageError: unknown platform 'openstack': choose from hosts, grid5000, testbed
+    """
+    module = KINDS.get(name)
+    if module is None:
+        raise UsageError(f"unknown platform {name!r}: choose from {', '.join(KINDS)}")
+    return cast(PlatformKind, importlib.import_module(module).KIND)
+
+
+def choose_platform(request: Request) -> str:
+    """``--platform``, else the first kind of `KINDS` that applies to the request."""
+    if request.platform:
+        return request.platform
+    return next(name for name in KINDS if platform_kind(name).applies(request))
+
+
 def make_platform(name: str, **settings: Any) -> Platform:
     """A platform by name; `settings` go to its constructor (e.g. ``api``, ``ssh``, ``public_key``). The
     ``hosts`` platform takes the settings it knows (``hosts``, ``network``, ``ssh``, ``progress``...) and
@@ -109,4 +197,5 @@ def make_platform(name: str, **settings: Any) -> Platform:
     raise UsageError(f"unknown platform {name!r}: choose from grid5000, testbed, hosts")
 
 
-__all__ = ["STEPS", "Platform", "ProgressCallback", "ProgressItem", "ProgressReport", "make_platform"]
+__all__ = ["KINDS", "STEPS", "Access", "Platform", "PlatformKind", "ProgressCallback", "ProgressItem",
+           "ProgressReport", "Services", "choose_platform", "make_platform", "platform_kind"]

@@ -27,14 +27,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from vm5k.addresses import KAVLAN, POOL_KEY, SERVICE_KEY, SUBNET, AddressPool, AddressRange, assign
 from vm5k.errors import DeploymentError, UsageError
 from vm5k.hypervisor.facts import facts_command, parse_facts
 from vm5k.placement import PlacementPolicy
-from vm5k.platforms import ProgressCallback, ProgressReport
+from vm5k.platforms import Access, Platform, ProgressCallback, ProgressReport, Services
 from vm5k.remote import SshRunner, SshSettings, SyncRunner
 from vm5k.render import plan_text
 from vm5k.topology import HOST_KO, HOST_OK, Host, Topology, validate_id
@@ -202,3 +202,36 @@ class HostsPlatform:
                 host.state = HOST_KO
                 host.reason = f"unreachable: {result.describe().removeprefix(result.host + ': ')}"
                 log.warning("%s", host.reason)
+
+
+class HostsKind:
+    """`vm5k.platforms.PlatformKind` of SSH hosts you already have (``--hosts``, ``--vm-network``)."""
+
+    name = "hosts"
+
+    def applies(self, request: Request) -> bool:
+        return bool(request.hosts)
+
+    def validate(self, request: Request) -> None:
+        """The VM network's addresses (a bad netmask, a block outside the network) are input too."""
+        HostsNetwork(**(request.vm_network or {}))
+
+    def prepare(self, request: Request) -> Access:
+        log.info("platform: hosts (%s)", ", ".join(request.hosts))
+        return Access(ssh_config=request.ssh_config, hosts=tuple(request.hosts),
+                      vm_network=request.vm_network)
+
+    def reach_again(self, access: Access, api: str | None, ssh_config: str | None) -> Access:
+        return replace(access, ssh_config=ssh_config or access.ssh_config)
+
+    def build(self, access: Access, services: Services) -> Platform:
+        return HostsPlatform(hosts=access.hosts, network=HostsNetwork(**(access.vm_network or {})),
+                             ssh=services.ssh or SshSettings(), progress=services.progress,
+                             placement=services.placement or PlacementPolicy())
+
+    def hardware(self, request: Request) -> list[Host]:
+        raise UsageError("vm5k_max_vms cannot read the hosts of the hosts platform: give -i with their "
+                         "capacity")
+
+
+KIND = HostsKind()

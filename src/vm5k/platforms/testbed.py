@@ -16,11 +16,14 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vm5k.errors import PlatformError
+from vm5k.errors import PlatformError, UsageError
+from vm5k.platforms import Access, Platform, Services
+from vm5k.request import Request
+from vm5k.topology import Host
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ DEFAULT_NODES = 3
 #: ``up`` builds the guest image the first time (minutes on two cores); later ups take seconds.
 UP_TIMEOUT = 1800.0
 ENV_TESTBED_STATE = "VM5K_TESTBED_STATE"
+GRID5000_SITES = ("bordeaux", "grenoble", "lille", "louvain", "luxembourg", "lyon", "nancy", "nantes",
+                  "rennes", "sophia", "strasbourg", "toulouse")
 
 
 @dataclass(frozen=True)
@@ -159,3 +164,60 @@ def ensure_testbed(site: str | None, nodes: int, state_dir: str | None = None) -
     if info is None:
         raise PlatformError("the testbed started but does not report itself up (vm5k-testbed status --json)")
     return info
+
+
+def testbed_size(request: Request) -> tuple[str | None, int]:
+    """The site and node count to start the testbed with, from ``-r`` (the first site it names)."""
+    for element in request.resources:
+        if element.name in GRID5000_SITES:
+            return element.name, max(element.count or DEFAULT_NODES, 1)
+    return None, DEFAULT_NODES
+
+
+class TestbedKind:
+    """`vm5k.platforms.PlatformKind` of the embedded testbed: the default when nothing else applies. Its
+    runs use the Grid'5000 platform on the testbed's API, and record its state folder, since the API gets
+    a new port whenever the testbed starts again."""
+
+    name = "testbed"
+
+    def applies(self, request: Request) -> bool:
+        return True
+
+    def validate(self, request: Request) -> None:
+        """Nothing to check beyond the request's own rules."""
+
+    def prepare(self, request: Request) -> Access:
+        site, nodes = testbed_size(request)
+        info = ensure_testbed(site, nodes)
+        log.info("platform: testbed (the embedded Grid'5000: API %s, nodes through %s)", info.api,
+                 info.ssh_config)
+        return Access(api=info.api, ssh_config=info.ssh_config, testbed_state=info.state_dir,
+                      image=info.image)
+
+    def reach_again(self, access: Access, api: str | None, ssh_config: str | None) -> Access:
+        if api:
+            return replace(access, api=api, ssh_config=ssh_config or access.ssh_config)
+        info = status(access.testbed_state)
+        if info is None:
+            raise UsageError(f"the testbed of this run ({access.testbed_state}) is not up: start it again "
+                             f"(vm5k-testbed up --state {access.testbed_state}) or give --api")
+        if info.not_up:  # reached as it is: what vm5k cannot reach on a dead node, it reports
+            log.warning("the testbed of this run is degraded: %s not up", ", ".join(info.not_up))
+        return replace(access, api=info.api, ssh_config=ssh_config or info.ssh_config)
+
+    def build(self, access: Access, services: Services) -> Platform:
+        from vm5k.platforms.grid5000.platform import Grid5000Platform
+
+        return Grid5000Platform(access.api, name=self.name, ssh=services.ssh, public_key=services.public_key,
+                                progress=services.progress, checkpoint=services.checkpoint,
+                                sleep=services.sleep)
+
+    def hardware(self, request: Request) -> list[Host]:
+        from vm5k.platforms.grid5000.platform import Grid5000Platform
+
+        site, nodes = testbed_size(request)
+        return Grid5000Platform(ensure_testbed(site, nodes).api, name=self.name).hardware(request)
+
+
+KIND = TestbedKind()

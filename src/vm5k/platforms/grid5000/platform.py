@@ -109,7 +109,7 @@ class Grid5000Platform:
     def __init__(self, api: ApiClient | ApiConfig | str | None = None, *, name: str = "grid5000",
                  ssh: SshSettings | None = None, public_key: str | None = None,
                  progress: ProgressCallback | None = None,
-                 checkpoint: Callable[[Topology], None] | None = None,
+                 checkpoint: Callable[[Topology], object] | None = None,
                  marker: DeploymentMarker | None = None, poll: float = 10.0,
                  sleep: Callable[[float], None] = time.sleep, margin: int = SECURITY_MARGIN) -> None:
         if isinstance(api, ApiClient):
