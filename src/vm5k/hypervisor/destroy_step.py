@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from vm5k.hypervisor import dnsmasq, lifecycle
+from vm5k.hypervisor.runtime import provisioned
 from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import meta, short
 from vm5k.remote import Runner
@@ -31,7 +32,7 @@ async def destroy_run(topo: Topology, runner: Runner, settings: RunSettings,
     """Remove everything of the run from every host of the topology (see the module docstring)."""
     layout = settings.layout
     # Hosts the run never reached hold nothing of it (e.g. unreachable from the start).
-    hosts = [host.id for host in topo.hosts() if host.extra.get("provisioned") or host.state == HOST_OK]
+    hosts = [host.id for host in topo.hosts() if provisioned(host) or host.state == HOST_OK]
     state = meta(topo)
     failed: dict[str, str] = {}
     progress("destroy", 0, 3, f"{len(hosts)} hosts")

@@ -37,6 +37,7 @@ from vm5k.hypervisor.provision import (
     packages_command,
     packages_for,
 )
+from vm5k.hypervisor.runtime import HostRuntime, mark_provisioned
 from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import mark_host_ko, meta
 from vm5k.remote import Results, Runner
@@ -104,7 +105,7 @@ async def setup_hosts(topo: Topology, runner: Runner, settings: RunSettings,
         progress("hosts", 1, total, "folders")
         ok = _exclude(await runner.run(ok, folders_command(layout), timeout=60), hosts, "folders")
         for name in ok:
-            hosts[name].extra["provisioned"] = True  # something of the run may live there: destroy visits it
+            mark_provisioned(hosts[name])  # something of the run may live there: destroy visits it
         images = await images_task
         record_images(topo, images, settings)
         files = [item for image in images.values() for item in image.files()]
@@ -152,7 +153,7 @@ async def setup_hosts(topo: Topology, runner: Runner, settings: RunSettings,
     if meta(topo).get("service_node") not in {h.id for h in topo.hosts() if h.state == HOST_OK}:
         meta(topo)["service_node"] = choose_service_node(
             [h for h in topo.hosts() if h.state == HOST_OK], settings.service_node,
-            {h.id: int(h.extra.get("nproc", 0)) for h in topo.hosts()})
+            {h.id: HostRuntime.of(h).nproc for h in topo.hosts()})
     return topo
 
 
@@ -167,7 +168,5 @@ def record_images(topo: Topology, images: dict[str, Image], settings: RunSetting
 def record_host(host: Host, facts: HostFacts, decision: accel.Decision, bridge: str) -> None:
     host.state = HOST_OK
     host.reason = None
-    host.extra.update({
-        "accel": decision.accel, "accel_reason": decision.reason, "nproc": facts.nproc,
-        "address": facts.address, "prefixlen": facts.prefixlen, "bridge": bridge,
-    })
+    HostRuntime(accel=decision.accel, accel_reason=decision.reason, nproc=facts.nproc, address=facts.address,
+                prefixlen=facts.prefixlen, bridge=bridge).record(host)

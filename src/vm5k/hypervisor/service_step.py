@@ -15,6 +15,7 @@ import logging
 from vm5k.errors import DeploymentError, UsageError
 from vm5k.hypervisor import dnsmasq
 from vm5k.hypervisor.hosts_step import choose_service_node
+from vm5k.hypervisor.runtime import HostRuntime
 from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import mark_host_ko, meta
 from vm5k.remote import Runner
@@ -47,12 +48,12 @@ async def setup_service(topo: Topology, runner: Runner, settings: RunSettings,
         raise DeploymentError("no host is ready: cannot start the run's DNS server")
     state = meta(topo)
     service = choose_service_node(ok_hosts, settings.service_node or state.get("service_node"),
-                                  {host.id: int(host.extra.get("nproc", 0)) for host in ok_hosts})
+                                  {host.id: HostRuntime.of(host).nproc for host in ok_hosts})
     assert service is not None
     host = topo.host(service)
-    listen = listen_address(settings, str(host.extra.get("address", "")))
-    extra = dnsmasq.service_interface(listen, settings.network, str(host.extra.get("address", "")),
-                                      int(host.extra.get("prefixlen", 0)))
+    runtime = HostRuntime.of(host)
+    listen = listen_address(settings, runtime.address)
+    extra = dnsmasq.service_interface(listen, settings.network, runtime.address, runtime.prefixlen)
     files = dnsmasq.DnsmasqFiles.of(layout)
     vms = [vm for vm in topo.vms() if vm.ip]
     progress("network", 0, 3, f"dnsmasq on {service}")
@@ -68,7 +69,7 @@ async def setup_service(topo: Topology, runner: Runner, settings: RunSettings,
         if not result.ok:
             mark_host_ko(host, f"service node: cannot write {path}: {result.describe()}")
             raise DeploymentError(f"service node {service}: cannot write {path}: {result.describe()}")
-    bridge = str(host.extra.get("bridge", settings.bridge))
+    bridge = HostRuntime.of(host).bridge or settings.bridge
     start = dnsmasq.start_command(layout, bridge, listen, extra)
     started = (await runner.run([service], start, timeout=60))[0]
     if not started.ok:

@@ -39,6 +39,7 @@ from vm5k.hypervisor.disks import VmFiles, clean_command, pack, parse_prepare, p
 from vm5k.hypervisor.domain import DomainSpec, domain_xml
 from vm5k.hypervisor.layout import HostLayout
 from vm5k.hypervisor.readiness import Probe, VmProber
+from vm5k.hypervisor.runtime import HostRuntime
 from vm5k.hypervisor.seed import meta_data, user_data
 from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import mark_host_ko, mark_vm_ko, meta, short
@@ -135,8 +136,8 @@ class HostBoot:
                 name=layout.domain_name(vm.id), vm_id=vm.id, run_id=self.settings.run_id, memory_mib=vm.mem,
                 vcpus=vm.n_cpu, cpuset=vm.cpuset, disk=layout.disk(vm.id), disk_format="qcow2",
                 seed=layout.seed_iso(vm.id), mac=vm.mac,
-                bridge=str(self.host.extra.get("bridge", self.settings.bridge)),
-                console=layout.console(vm.id), accel=str(self.host.extra.get("accel", "tcg")),
+                bridge=HostRuntime.of(self.host).bridge or self.settings.bridge,
+                console=layout.console(vm.id), accel=HostRuntime.of(self.host).accel,
                 kernel=image.get("kernel"), initrd=image.get("initrd"), cmdline=image.get("cmdline") or None,
                 tb_cache_mib=self.settings.tcg_tb_cache_mib)
             files[f"domains/{vm.id}.xml"] = domain_xml(spec)
@@ -190,7 +191,7 @@ class HostBoot:
         if not to_create and self.settings.disk_location == "one":
             return
         ready = await self._prepare(to_create)
-        window = asyncio.Semaphore(self.settings.boot_parallel or int(self.host.extra.get("nproc", 1)) or 1)
+        window = asyncio.Semaphore(self.settings.boot_parallel or HostRuntime.of(self.host).nproc or 1)
         poller = asyncio.create_task(self._poll_states())
         try:
             outcomes = await asyncio.gather(*(self._boot(vm, window) for vm in ready), return_exceptions=True)
