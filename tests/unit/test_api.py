@@ -118,6 +118,11 @@ def test_import_vm5k_is_light_and_lists_the_api() -> None:
             "sys.modules]; print(heavy); print(sorted(set(vm5k.__all__) - set(dir(vm5k))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.splitlines() == ["[]", "[]"], done.stderr
+    # the command line too: --help and bad input need neither the SSH layer nor the HTTP clients
+    code = ("import sys, vm5k.cli; "
+            "print([m for m in ('asyncssh', 'grid5000', 'requests') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == ["[]"], done.stderr
     assert "deploy" in dir(vm5k) and vm5k.Run is api.Run
 
 

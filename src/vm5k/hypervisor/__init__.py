@@ -29,13 +29,26 @@ packages, disk location...), ``ssh`` an `vm5k.remote.SshRunner`, ``progress`` a 
 ...     return topo, ko_vms(topo)
 """
 
-from vm5k.hypervisor.destroy_step import destroy_leftovers, destroy_run
-from vm5k.hypervisor.hosts_step import setup_hosts
-from vm5k.hypervisor.layout import HostLayout
-from vm5k.hypervisor.service_step import setup_service
-from vm5k.hypervisor.settings import RunSettings, StepCounter, VmNetwork
-from vm5k.hypervisor.state import ko_vms
-from vm5k.hypervisor.vms_step import deploy_vms
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vm5k.hypervisor.destroy_step import destroy_leftovers, destroy_run
+    from vm5k.hypervisor.hosts_step import setup_hosts
+    from vm5k.hypervisor.layout import HostLayout
+    from vm5k.hypervisor.service_step import setup_service
+    from vm5k.hypervisor.settings import RunSettings, StepCounter, VmNetwork
+    from vm5k.hypervisor.state import ko_vms
+    from vm5k.hypervisor.vms_step import deploy_vms
+
+#: name → its module, imported on first use: the pure parts of this package (the package-name grammar of
+#: `provision`, the `layout`) are read by the command line, which must not pull in the SSH layer to say
+#: ``--help`` or refuse bad input
+_LAZY = {"destroy_leftovers": "destroy_step", "destroy_run": "destroy_step", "setup_hosts": "hosts_step",
+         "HostLayout": "layout", "setup_service": "service_step", "RunSettings": "settings",
+         "StepCounter": "settings", "VmNetwork": "settings", "ko_vms": "state", "deploy_vms": "vms_step"}
 
 __all__ = [
     "HostLayout",
@@ -49,3 +62,16 @@ __all__ = [
     "setup_hosts",
     "setup_service",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vm5k.hypervisor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"vm5k.hypervisor.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
