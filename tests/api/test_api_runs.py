@@ -128,10 +128,15 @@ def test_one_owner_at_a_time_and_destroy_stops_a_deployment(testbed: LabTestbed,
     assert leftovers(testbed, destroyed.run_id) == {}
 
 
-def test_the_lock_of_a_process_killed_with_kill_9_is_free(testbed: LabTestbed, runs: Runs) -> None:
-    out = runs.outdir("killed")
-    deploying = runs.start("-n", "1", "-r", "rennes:1", "-w", "0:30:00", "-t", TINY, "-o", str(out),
-                           outdir=out)
+def test_a_plan_from_python_deployed_by_the_command_whose_process_is_killed_with_kill_9(
+        testbed: LabTestbed, runs: Runs) -> None:
+    out = runs.outdir("planned")
+    plan = vm5k.plan(n_vm=1, resources="rennes:1", walltime="0:30:00", vm_template=TINY, outdir=out)
+    assert plan.platform == "testbed" and plan.outdir == out
+    assert [vms for vms in plan.placement.values()] == [["vm-1"]]
+    assert "Would reserve 1 host" in plan.text and record(out)["dry_run"]
+    # the command deploys the plan (as after vm5k --dry-run -o), and dies by kill -9 on the way
+    deploying = runs.start("--resume", str(out), outdir=out)
     deploying.wait_for("hosts: ")
     deploying.send(signal.SIGKILL)
     deploying.finish(timeout=60)
