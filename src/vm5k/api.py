@@ -25,10 +25,11 @@ and asyncio programs; the ``a``-prefixed methods and `deploy_async` are the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,22 @@ def _request(options: dict[str, Any], *, dry_run: bool, default_outdir: str | No
     for warning in warnings:
         log.warning("%s", warning)
     return request
+
+
+@contextlib.contextmanager
+def _errors_carry(run: Run | None) -> Iterator[None]:
+    """Once a run has a record, a failure hands the caller the `Run` (``error.run``), to look at it,
+    resume it or destroy it: `Interrupted` and `DeploymentError` as they are, any other `Vm5kError` (the
+    platform's, the hosts') as a `DeploymentError`; bad input stays a `UsageError`."""
+    try:
+        yield
+    except (Interrupted, DeploymentError) as error:
+        error.run = run
+        raise
+    except UsageError:
+        raise
+    except Vm5kError as error:
+        raise DeploymentError(str(error), run=run) from error
 
 
 # -- the run ------------------------------------------------------------------------------------------------
@@ -199,14 +216,8 @@ class Run:
         context = workflow.stored_run(self.outdir, operation, _reporter(self.progress), self._event_loop(),
                                       api=self.api, ssh_config=self.ssh_config, take_over=take_over)
         try:
-            body(workflow, context)
-        except (Interrupted, DeploymentError) as error:
-            error.run = self
-            raise
-        except UsageError:
-            raise
-        except Vm5kError as error:
-            raise DeploymentError(str(error), run=self) from error
+            with _errors_carry(self):
+                body(workflow, context)
         finally:
             context.close()
             remove_file_handler()
@@ -429,14 +440,8 @@ def _deploy(request: Request, progress: bool) -> Run:
     try:
         run = Run(context.outdir, progress=progress)
         run._loop = loop
-        workflow.execute(context)
-    except (Interrupted, DeploymentError) as error:
-        error.run = run
-        raise
-    except UsageError:
-        raise
-    except Vm5kError as error:
-        raise DeploymentError(str(error), run=run) from error
+        with _errors_carry(run):
+            workflow.execute(context)
     finally:
         context.close()
         remove_file_handler()
