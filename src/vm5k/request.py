@@ -272,8 +272,6 @@ class Request:
     vm_network: dict[str, str] | None = None  # --vm-network (the hosts platform's VM network)
     queue: str = "default"
     boot_timeout: int | None = None  # --boot-timeout: seconds a VM has to answer SSH (None: default)
-    keep_job: bool = False
-    verbosity: int = 0  # -1 quiet, 0 normal, 1 verbose
 
     @property
     def needs_platform(self) -> bool:
@@ -311,7 +309,6 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
         return opts.get(name)
 
     outdir = printable(get("outdir") or "", "-o")
-    verbosity = 1 if get("verbose") else -1 if get("quiet") else 0
     api = parse_api_url(get("api")) if get("api") is not None else None
     ssh_config = printable(get("ssh_config"), "--ssh-config") if get("ssh_config") is not None else None
 
@@ -324,7 +321,7 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
             if get("keep_job") and action == "resume":
                 raise UsageError("--keep-job goes with --destroy")
             request = Request(outdir=printable(get(action), f"--{action}"), action=action, api=api,
-                              ssh_config=ssh_config, keep_job=bool(get("keep_job")), verbosity=verbosity)
+                              ssh_config=ssh_config)
             return request, warnings
     if get("keep_job"):
         raise UsageError("--keep-job goes with --destroy OUTDIR")
@@ -444,6 +441,5 @@ def build_request(options: Mapping[str, Any], *, infile_data: bytes | str | None
         vm_disk_location=disk_location, vm_clean_disks=bool(get("vm_clean_disks")), program=program,
         plot=bool(get("plot")), api=api, ssh_config=ssh_config, platform=platform, hosts=hosts,
         vm_network=vm_network, queue=queue, boot_timeout=boot_timeout,
-        keep_job=False, verbosity=verbosity,
     )
     return request, warnings

@@ -53,9 +53,10 @@ class Options:
 
     @classmethod
     def from_request(cls, request: Request, environment: Environment) -> Options:
-        return cls(tuple(request.resources), tuple(request.blacklist), tuple(request.jobs), request.walltime,
-                   request.kavlan, request.queue, environment, request.forcedeploy, request.nodeploy,
-                   request.placement)
+        return cls(resources=tuple(request.resources), blacklist=tuple(request.blacklist),
+                   jobs=tuple(request.jobs), walltime=request.walltime, kavlan=request.kavlan,
+                   queue=request.queue, environment=environment, forcedeploy=request.forcedeploy,
+                   nodeploy=request.nodeploy, placement=request.placement)
 
     def with_(self, **changes: Any) -> Options:
         return replace(self, **changes)
