@@ -30,15 +30,29 @@ class LabBackend:
         """The FQDNs of the nodes `up` built; every other node of the served sites is `Absent`."""
         return set(self._nodes)
 
-    def deploy_node(self, fqdn: str, environment: str, authorized_keys: str | None) -> bool:
+    def deploy_node(self, fqdn: str, environment: str, authorized_keys: str | None,
+                    release: str | None = None) -> bool:
         """Kadeploy: stop the node's processes and VMs, wipe what users wrote, fresh daemons, root's key."""
         if fqdn not in self._nodes:
             return False
-        ok = self.lab.deploy_node(fqdn, environment, authorized_keys)
+        ok = self.lab.deploy_node(fqdn, environment, authorized_keys, release)
         if not ok:
             log.error("deployment of %s failed: %s", fqdn,
                       self.lab.runtime.read()["nodes"].get(fqdn, {}).get("error"))
         return ok
+
+    def needs_reboot(self, fqdn: str, deploy: bool) -> bool:
+        """A deploy job's node goes back to the standard environment; so does a node where the job's user
+        became root (`sudo-g5k`)."""
+        if fqdn not in self._nodes:
+            return False
+        return deploy or self.lab.node_tainted(fqdn)
+
+    def reboot_node(self, fqdn: str) -> bool:
+        """The end of a job: the node back in the standard environment (about a second)."""
+        if fqdn not in self._nodes:
+            return True
+        return self.lab.reboot_to_standard(fqdn)
 
     def move_to_vlan(self, fqdn: str, vlan: str) -> None:
         """KaVLAN: re-plug the node (its primary interface) onto `vlan`'s bridge with its address there."""

@@ -243,19 +243,22 @@ class Lab:
         self._set_node(item.fqdn, state="up", memory_limit=limit, started_at=int(time.time()))
         return init
 
-    def deploy_node(self, fqdn: str, environment: str, authorized_keys: str | None) -> bool:
-        """Kadeploy on a node: stop everything, wipe users' writes, fresh daemons, root's key."""
+    def deploy_node(self, fqdn: str, environment: str, authorized_keys: str | None,
+                    release: str | None = None) -> bool:
+        """Kadeploy on a node: stop everything, wipe users' writes, fresh daemons, root's key, and the
+        environment's `/etc/grid5000/release` (none given: the standard environment's, from the base)."""
         plan = self.plan()
         item = plan.node(fqdn)
         if item is None:
             return False
         with self._node_lock(item.uid):
-            self._set_node(fqdn, state="deploying", environment=environment)
+            self._set_node(fqdn, state="deploying", environment=environment, tainted=False)
             try:
                 plugged = self.runtime.read()["nodes"].get(fqdn, {}).get("plugged", DEFAULT_VLAN)
                 node.stop(self.layout, self.runtime, plan, item, plugged)
                 node.wipe(self.layout, item)
                 node.install_root_key(self.layout, item, authorized_keys)
+                node.write_release(self.layout, item, release)
                 self.start_node(plan, item)
                 state = self.runtime.read()["nodes"].get(fqdn, {})
                 wanted, plugged = state.get("vlan", DEFAULT_VLAN), state.get("plugged", DEFAULT_VLAN)
@@ -267,6 +270,17 @@ class Lab:
                 return False
             self._set_node(fqdn, deployed_at=int(time.time()))
             return True
+
+    def reboot_to_standard(self, fqdn: str) -> bool:
+        """The end of a job on Grid'5000: the node rebooted into the standard environment, no key for root."""
+        return self.deploy_node(fqdn, node.STANDARD_ENVIRONMENT, None, None)
+
+    def node_tainted(self, fqdn: str) -> bool:
+        """Whether someone became root on the node since its last (re)deployment (`sudo-g5k`)."""
+        if bool(self.runtime.read()["nodes"].get(fqdn, {}).get("tainted")):
+            return True
+        item = self.plan().node(fqdn)
+        return item is not None and node.sudo_used(self.layout, item)
 
     def move_to_vlan(self, address: str, vlan: str) -> None:
         """KaVLAN: re-plug a node into `vlan` with its reference address there (primary interface only)."""
@@ -328,6 +342,7 @@ class Lab:
             "api": api_url(base) if base else None,
             "api_base": base,
             "ssh_config": str(self.layout.ssh_config),
+            "routing_ssh_config": str(self.layout.routing_ssh_config),
             "known_hosts": str(self.layout.known_hosts),
             "private_key": str(self.layout.private_key),
             "image": info.get("image"),

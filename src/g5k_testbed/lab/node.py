@@ -36,6 +36,12 @@ from .runtime import Runtime, write_json
 from .sshconf import HOST_KEY_TYPES, ensure_host_keys
 
 READY_TIMEOUT = 60
+#: The environment a node runs outside deploy jobs, as its `/etc/grid5000/release` names it.
+STANDARD_ENVIRONMENT = "debian12-x64-std"
+STANDARD_RELEASE = "debian12-x64-std-2025010712"
+RELEASE_FILE = Path("etc/grid5000/release")
+#: Where `sudo-g5k` leaves its trace in the node's writable layer (the epilogue then reboots the node).
+SUDO_TRACE = Path("var/lib/vm5k-testbed/sudo-g5k-used")
 APT_NOTICE = """#!/bin/sh
 # apt asks this script which proxy to use for each host; it answers DIRECT after saying why downloads fail.
 echo "vm5k-testbed: this node has no network access to the Debian archive: only the packages installed on" >&2
@@ -117,6 +123,8 @@ def write_base_layer(layout: Layout, plan: LabPlan, node: NodePlan, testbed_pub:
     notice.write_text(APT_NOTICE)
     notice.chmod(0o755)
     (etc / "apt" / "apt.conf.d" / "00vm5k-testbed-offline").write_text(APT_CONF)
+    (etc / "grid5000").mkdir(exist_ok=True)
+    (files.base / RELEASE_FILE).write_text(STANDARD_RELEASE + "\n")
 
 
 def mirror_attributes(source: Path, target: Path) -> None:
@@ -241,6 +249,19 @@ def install_root_key(layout: Layout, node: NodePlan, authorized_keys: str | None
     keys = ssh_dir / "authorized_keys"
     keys.write_text(authorized_keys.strip() + "\n")
     keys.chmod(0o600)
+
+
+def write_release(layout: Layout, node: NodePlan, release: str | None) -> None:
+    """The deployed environment's `/etc/grid5000/release`, in the (stopped, wiped) node's writable layer."""
+    if not release:
+        return
+    target = NodeFiles(layout, node).upper / RELEASE_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(release + "\n")
+
+
+def sudo_used(layout: Layout, node: NodePlan) -> bool:
+    return (NodeFiles(layout, node).upper / SUDO_TRACE).exists()
 
 
 def nsenter_argv(init: ProcRef, argv: list[str]) -> list[str]:

@@ -5,7 +5,9 @@ imports it: exactly as with Grid'5000, it only talks to its REST API and to its 
 module finds it through its command line — ``vm5k-testbed status --json`` says where its API and its SSH
 config are — and starts it (``vm5k-testbed up``) when it is not up, with the site and node count the
 request names (``-r rennes:2``). A testbed that is up is used as it is. The run then uses the Grid'5000
-platform with the testbed's API URL and SSH config.
+platform with the testbed's API URL and its routing-only SSH config (how to reach each node, no key): vm5k
+gets in with its own run key, which Kadeploy installed, exactly as on Grid'5000 — never with the
+testbed's admin key, so a node vm5k did not deploy (or whose job ended) refuses it.
 """
 
 from __future__ import annotations
@@ -103,14 +105,15 @@ def parse_status(text: str) -> TestbedInfo | None:
         raise PlatformError(f"the testbed's status is not JSON: {_last_line(text)[:200]}") from None
     if not isinstance(data, dict) or not data.get("api") or not data.get("ssh_config"):
         return None
+    # the routing-only config; a testbed older than it only has its admin one
+    ssh_config = str(data.get("routing_ssh_config") or data["ssh_config"])
     state = str(data.get("state") or "up")
     pids = data.get("pids") if isinstance(data.get("pids"), dict) else {}
     api = pids.get("api") if isinstance(pids.get("api"), dict) else {}
     if state not in ("up", "degraded") or not api.get("alive", state == "up"):
         return None
     nodes = tuple(node for node in data.get("nodes") or () if isinstance(node, dict))
-    return TestbedInfo(str(data["api"]), str(data["ssh_config"]), data.get("image"), data.get("state_dir"),
-                       nodes, state)
+    return TestbedInfo(str(data["api"]), ssh_config, data.get("image"), data.get("state_dir"), nodes, state)
 
 
 def recorded(text: str) -> bool:
