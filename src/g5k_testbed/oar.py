@@ -25,6 +25,9 @@ from .oar_scheduler import NotEnoughResources, Placement, SiteScheduler
 from .timefmt import format_paris
 
 DEFAULT_WALLTIME = 3600
+#: How long the gantt keeps a `finishing` job's nodes after its end (the expected reboot time): planners
+#: see them busy that long, not until the job's walltime; a launch due while they still reboot waits.
+FINISHING_HOLD = 5
 COMPACT_BUDGET = 0.05  # seconds of gantt compaction per request or tick
 _SLEEP = re.compile(r"^\s*sleep\s+(\d+)\s*$")
 
@@ -145,9 +148,10 @@ class OarSite:
         self.jobs[job.uid] = job
         if job.state in FINAL_STATES:
             return
-        self._book(job)
         if job.state == "finishing":
+            self._book_finishing(job)
             return  # the testbed redoes its nodes' reboot, then calls finished()
+        self._book(job)
         if job.state == "waiting":
             self._push(job.scheduled_at, job.uid, "launch")
         elif job.state == "launching":
@@ -155,14 +159,15 @@ class OarSite:
         self._push(self._end_time(job), job.uid, "end")
 
     # ------------------------------------------------------------------ deletion
-    def delete(self, job: Job, now: int) -> list[Change]:
+    def delete(self, job: Job, now: int, by: str | None = None) -> list[Change]:
+        """`oardel` by the job's user, or by `by` (an admin)."""
         if job.state in FINAL_STATES:
             raise OarError(f"This job was already killed (job {job.uid} is {job.state.capitalize()})")
         job.add_event(
             self.event_ids.next(),
             now,
             "FRAG_JOB_REQUEST",
-            f"User {job.user} requested to frag the job {job.uid}",
+            f"User {by or job.user} requested to frag the job {job.uid}",
         )
         was_running = job.state in ("launching", "running")
         if was_running:
@@ -172,7 +177,7 @@ class OarSite:
             job.stopped_at = now
         if job.state == "finishing":
             raise OarError(f"This job was already killed (job {job.uid} is Finishing)")
-        job.message = f"job killed by {job.user} directly" if not was_running else job.message
+        job.message = f"job killed by {by or job.user} directly" if not was_running else job.message
         if was_running:
             self._end(job, "error", now)
         else:
@@ -193,9 +198,23 @@ class OarSite:
         """A launched job ends: `finishing` while its nodes are rebooted, or its final state at once."""
         if self.needs_finishing(job):
             job.state, job.final_state = "finishing", final
+            self._release(job)
+            self._book_finishing(job)
+            self._dirty_gantt = True  # waiting jobs may move up to the end of the reboots
+            self._compact_cursor = 0
         else:
             self._final(job, final, now)
         job.touch()
+
+    def _book_finishing(self, job: Job) -> None:
+        """Only the nodes stay held, until the expected end of their reboot (vlans, subnets are free)."""
+        stopped = max(job.stopped_at, job.start)
+        for fqdn in job.nodes:  # as long as the hold fits before the next job booked on the node
+            calendar = self.scheduler.nodes[fqdn]
+            for end in range(stopped + FINISHING_HOLD, max(stopped, job.start + 1) - 1, -1):
+                if calendar.is_free(job.start, end):
+                    self.scheduler.book(job.uid, job.start, end, [fqdn], [], [])
+                    break
 
     def _final(self, job: Job, final: str, now: int) -> None:
         if final == "error":

@@ -79,6 +79,7 @@ ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("PUT", "/faults", api_admin.set_faults),
     ("PATCH", "/faults", api_admin.set_faults),
     ("GET", "/state", api_admin.state),
+    ("DELETE", "/sites/{site}/jobs/{job}", api_admin.kill_job),
 ]
 
 VERSION_PREFIXES = ("/3.0", "/stable", "/sid")
