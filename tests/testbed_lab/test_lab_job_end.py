@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from lab_fixtures import LabTestbed, create_vm
+from lab_fixtures import LabTestbed, create_vm, prepare_bridge
 from waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -52,8 +52,9 @@ def deployed_job(lab: LabTestbed, key: Path) -> tuple[Any, str]:
     wait_for(lambda: dep.refresh() or dep.status != "processing", 120, interval=0.2)
     assert dep.status == "terminated" and dep.result[node]["state"] == "OK"
     assert user_ssh(lab, key, node, "cat /etc/grid5000/release").stdout.startswith("debian12-x64-min-")
-    assert user_ssh(lab, key, node, "mkdir -p /var/lib/vm5k && echo x > /var/lib/vm5k/deployed && "
-                                    "nohup sleep 7777 >/dev/null 2>&1 &").returncode == 0
+    assert user_ssh(lab, key, node, "mkdir -p /var/lib/vm5k; echo x > /var/lib/vm5k/deployed; "
+                                    "nohup sleep 7777 </dev/null >/dev/null 2>&1 &").returncode == 0
+    prepare_bridge(lab, node)
     create_vm(lab, node, "jobend-vm", "00:16:3e:90:00:01", "10.144.0.1", memory_mib=128)
     assert "jobend-vm" in lab.ssh(node, "virsh -q -c qemu:///system list --name").stdout
     lab.vms.clear()  # the job's end removes it, not the fixture
@@ -63,7 +64,7 @@ def deployed_job(lab: LabTestbed, key: Path) -> tuple[Any, str]:
 def assert_standard(lab: LabTestbed, key: Path, node: str) -> None:
     assert user_ssh(lab, key, node, "true").returncode == 255  # the user's key is gone
     seen = lab.ssh(node, "cat /etc/grid5000/release; virsh -q -c qemu:///system list --all --name; "
-                         "pgrep -x sleep || true; pgrep -f qemu-system || true; "
+                         "pgrep -x sleep || true; pgrep qemu-system || true; "
                          "ls /var/lib/vm5k/deployed /root/.ssh/authorized_keys 2>&1 || true").stdout
     lines = [line for line in seen.splitlines() if line.strip()]
     assert lines[0].startswith("debian12-x64-std-"), seen
