@@ -25,7 +25,7 @@ APT_PACKAGES=(
     qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
     dnsmasq-base openssh-server openssh-client iproute2 iputils-ping netcat-openbsd
     genisoimage debootstrap busybox-static e2fsprogs cpio kmod xz-utils zstd
-    procps psmisc util-linux libxml2-utils
+    procps psmisc util-linux libxml2-utils sudo
     systemd
 )
 

@@ -43,9 +43,14 @@ class NodeBackend(Protocol):
         """
         ...
 
-    def reboot_node(self, fqdn: str) -> bool:
-        """Put the node back in the standard environment (every process and VM gone, users' keys and
-        writes gone); blocking, called from a worker thread at the end of a job."""
+    def reboot_node(self, fqdn: str, deploy: bool) -> bool:
+        """The epilogue of a job on the node (blocking, from a worker thread): a deploy job's node, or one
+        where its user became root, back in the standard environment (every process and VM gone, keys
+        and writes gone); otherwise the job's processes killed and its user's access closed."""
+        ...
+
+    def job_started(self, fqdn: str, user: str, deploy: bool) -> None:
+        """A job of `user` runs on the node: outside deploy jobs, that user may now log in (quick)."""
         ...
 
     def move_to_vlan(self, fqdn: str, vlan: str) -> None:
@@ -79,8 +84,11 @@ class NullBackend:
     def needs_reboot(self, fqdn: str, deploy: bool) -> bool:
         return False
 
-    def reboot_node(self, fqdn: str) -> bool:
+    def reboot_node(self, fqdn: str, deploy: bool) -> bool:
         return True
+
+    def job_started(self, fqdn: str, user: str, deploy: bool) -> None:
+        return None
 
     def move_to_vlan(self, fqdn: str, vlan: str) -> None:
         return None

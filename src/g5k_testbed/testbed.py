@@ -170,7 +170,7 @@ class Testbed:
 
     def _reboot_one(self, site: str, job: Job, fqdn: str) -> None:
         try:
-            if not self.backend.reboot_node(fqdn):
+            if not self.backend.reboot_node(fqdn, job.deploy):
                 log.error("reboot of %s at the end of job %s failed", fqdn, job.uid)
         except Exception:
             log.exception("backend.reboot_node(%s) failed", fqdn)
@@ -186,9 +186,16 @@ class Testbed:
         """React to jobs that started or ended: vlans back to DEFAULT, subnets for the lab's DHCP, nodes of
         a `finishing` job rebooted."""
         for change in changes:
+            job = change.job
+            if change.kind == "started":
+                for fqdn in job.nodes:
+                    try:
+                        self.backend.job_started(fqdn, job.user, job.deploy)
+                    except Exception:
+                        log.exception("backend.job_started(%s) failed", fqdn)
+                continue
             if change.kind != "ended":
                 continue
-            job = change.job
             for vid in job.vlans:
                 for other in self.reference.sites:
                     for address in self.kavlan.nodes_in(other, vid):

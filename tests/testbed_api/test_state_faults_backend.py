@@ -243,7 +243,7 @@ class RebootingBackend(RecordingBackend):
     def needs_reboot(self, fqdn: str, deploy: bool) -> bool:
         return deploy
 
-    def reboot_node(self, fqdn: str) -> bool:
+    def reboot_node(self, fqdn: str, deploy: bool) -> bool:
         assert threading.current_thread() is not threading.main_thread()
         self.go.wait(30)
         with self.lock:

@@ -10,12 +10,14 @@ own key (proving its access), and inspects it with the testbed's admin config.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from grid5000 import Grid5000
 
 from lab_fixtures import LabTestbed, create_vm, prepare_bridge
 from waiting import wait_for
@@ -96,3 +98,40 @@ def test_the_end_of_a_job_reboots_its_node_into_the_standard_environment(node_la
     assert_standard(lab, key, node)
     following.delete()
     wait_for(lambda: job_state(lab, following.uid) == "error", 60, interval=0.2)
+
+
+def test_a_standard_environment_job_lets_its_user_in_and_sudo_g5k_means_a_redeployment(
+        node_lab: LabTestbed, tmp_path: Path) -> None:
+    """Outside deploy jobs: the testbed user logs in with the key of its shared home, only while it has
+    the node; `sudo-g5k` makes it root; at the end its processes are gone, and a node where it became
+    root is redeployed (root's keys it added are gone)."""
+    lab = node_lab
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (user,) = lab.status["users"]
+    keys = Path(user["home"]) / ".ssh" / "authorized_keys"
+    keys.write_text(Path(f"{key}.pub").read_text())
+    os.chown(keys, user["uid"], user["uid"])
+    node = lab.nodes[0]
+
+    def as_user(command: str) -> subprocess.CompletedProcess[str]:
+        argv = ["ssh", "-F", lab.routing_ssh_config, "-i", str(key), "-o", "IdentitiesOnly=yes",
+                "-o", "BatchMode=yes", f"{user['login']}@{node}", command]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+    assert as_user("true").returncode == 255  # no job: no access
+    site = Grid5000(uri=lab.api, username=user["login"], password="any").sites["nancy"]
+    job = site.jobs.create({"resources": "nodes=1,walltime=1:00:00", "command": "sleep 1d"})
+    wait_for(lambda: job.refresh() or job.state == "running", 60, interval=0.2)
+    assert as_user("id -un; cat /etc/grid5000/release").stdout.split() == [user["login"],
+                                                                           "debian12-x64-std-2025010712"]
+    assert user_ssh(lab, key, node, "true").returncode == 255  # never root by itself
+    assert as_user("sudo-g5k id -u; nohup sleep 4242 </dev/null >/dev/null 2>&1 &").stdout.strip() == "0"
+    (Path(user["home"]) / Path(f"{key}.pub").name).write_text(Path(f"{key}.pub").read_text())
+    assert as_user(f"cat {Path(f'{key}.pub').name} | sudo-g5k tee -a /root/.ssh/authorized_keys"
+                   ).returncode == 0
+    assert user_ssh(lab, key, node, "true").returncode == 0  # root through the key it added
+    job.delete()
+    wait_for(lambda: job_state(lab, job.uid) == "error", 60, interval=0.1)
+    assert as_user("true").returncode == 255
+    assert_standard(lab, key, node)

@@ -42,17 +42,23 @@ class LabBackend:
         return ok
 
     def needs_reboot(self, fqdn: str, deploy: bool) -> bool:
-        """A deploy job's node goes back to the standard environment; so does a node where the job's user
-        became root (`sudo-g5k`)."""
-        if fqdn not in self._nodes:
-            return False
-        return deploy or self.lab.node_tainted(fqdn)
+        """Every materialised node has an epilogue: a reboot, or at least its job's processes killed."""
+        return fqdn in self._nodes
 
-    def reboot_node(self, fqdn: str) -> bool:
-        """The end of a job: the node back in the standard environment (about a second)."""
+    def reboot_node(self, fqdn: str, deploy: bool) -> bool:
+        """A deploy job's node, or one where the job's user became root (`sudo-g5k`), goes back to the
+        standard environment (about a second); on another, the job's processes are killed."""
         if fqdn not in self._nodes:
             return True
-        return self.lab.reboot_to_standard(fqdn)
+        if deploy or self.lab.node_tainted(fqdn):
+            return self.lab.reboot_to_standard(fqdn)
+        self.lab.close_user_access(fqdn)
+        return True
+
+    def job_started(self, fqdn: str, user: str, deploy: bool) -> None:
+        """Outside deploy jobs, the job's user may log in on the node (as pam_oar allows on Grid'5000)."""
+        if fqdn in self._nodes and not deploy:
+            self.lab.open_user_access(fqdn, user)
 
     def move_to_vlan(self, fqdn: str, vlan: str) -> None:
         """KaVLAN: re-plug the node (its primary interface) onto `vlan`'s bridge with its address there."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import threading
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import cgroups, netfab, node, siteservices, sshconf
+from . import cgroups, netfab, node, siteservices, sshconf, users
 from .errors import LabError, UsageError
 from .layout import Layout
 from .netfab import DEFAULT_VLAN
@@ -237,6 +238,8 @@ class Lab:
         limit = cgroups.ensure(self.runtime, layout.node_cgroup(item.uid), limit)
         pub = layout.private_key.with_suffix(".pub").read_text()
         node.write_base_layer(layout, plan, item, pub)
+        users.ensure_home(layout)
+        users.write_tools(node.NodeFiles(layout, item).upper)
         from . import libvirtcaps
         libvirtcaps.seed_node(node.NodeFiles(layout, item).upper)
         init = node.launch(layout, self.runtime, item)
@@ -280,7 +283,25 @@ class Lab:
         if bool(self.runtime.read()["nodes"].get(fqdn, {}).get("tainted")):
             return True
         item = self.plan().node(fqdn)
-        return item is not None and node.sudo_used(self.layout, item)
+        return item is not None and users.sudo_used(node.NodeFiles(self.layout, item).upper)
+
+    def _in_node(self, fqdn: str, script: str) -> bool:
+        """Run a shell script inside a running node (all its namespaces), as its root."""
+        item = self.plan().node(fqdn)
+        init = node.init_ref(self.runtime, item) if item is not None else None
+        if init is None or not init.alive():
+            return False
+        done = run(node.nsenter_argv(init, ["/bin/sh", "-c", script]), check=False)
+        return done.returncode == 0
+
+    def open_user_access(self, fqdn: str, user: str) -> None:
+        """The job's user may log in (the testbed user only: other logins have no account on the nodes)."""
+        folder = os.path.dirname(users.OAR_USERS)
+        self._in_node(fqdn, f"mkdir -p {folder} && echo {shlex.quote(user)} >> {users.OAR_USERS}")
+
+    def close_user_access(self, fqdn: str) -> None:
+        """The end of a job that leaves the node as it is: its user's access and processes are gone."""
+        self._in_node(fqdn, f"rm -f {users.OAR_USERS}; pkill -KILL -u {users.USER} || true")
 
     def move_to_vlan(self, address: str, vlan: str) -> None:
         """KaVLAN: re-plug a node into `vlan` with its reference address there (primary interface only)."""
@@ -343,6 +364,7 @@ class Lab:
             "api_base": base,
             "ssh_config": str(self.layout.ssh_config),
             "routing_ssh_config": str(self.layout.routing_ssh_config),
+            "users": [{"login": users.USER, "uid": users.UID, "home": str(users.home(self.layout))}],
             "known_hosts": str(self.layout.known_hosts),
             "private_key": str(self.layout.private_key),
             "image": info.get("image"),

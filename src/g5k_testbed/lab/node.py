@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from . import cgroups, netfab
+from . import cgroups, netfab, users
 from .errors import LabError
 from .layout import DEFAULT_STATE_DIR, Layout
 from .nodeinit import OVERLAID
@@ -40,8 +40,7 @@ READY_TIMEOUT = 60
 STANDARD_ENVIRONMENT = "debian12-x64-std"
 STANDARD_RELEASE = "debian12-x64-std-2025010712"
 RELEASE_FILE = Path("etc/grid5000/release")
-#: Where `sudo-g5k` leaves its trace in the node's writable layer (the epilogue then reboots the node).
-SUDO_TRACE = Path("var/lib/vm5k-testbed/sudo-g5k-used")
+
 APT_NOTICE = """#!/bin/sh
 # apt asks this script which proxy to use for each host; it answers DIRECT after saying why downloads fail.
 echo "vm5k-testbed: this node has no network access to the Debian archive: only the packages installed on" >&2
@@ -108,7 +107,8 @@ def write_base_layer(layout: Layout, plan: LabPlan, node: NodePlan, testbed_pub:
         "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
     (etc / "resolv.conf").write_text(f"search {site.domain} grid5000.fr\nnameserver {site.prod_gateway}\n")
     (etc / "machine-id").write_text(machine_id(layout, node) + "\n")
-    (etc / "ssh" / "sshd_config").write_text(SSHD_CONFIG)
+    (etc / "ssh" / "sshd_config").write_text(SSHD_CONFIG + users.SSHD_MATCH)
+    users.write_base(etc)
     authorized = etc / "ssh" / "vm5k-testbed-authorized_keys"
     authorized.write_text(testbed_pub.strip() + "\n")
     authorized.chmod(0o644)
@@ -156,6 +156,8 @@ def write_init_config(layout: Layout, node: NodePlan) -> NodeFiles:
         "layers": layers,
         # The testbed's files (keys, every node's layers) are none of the nodes' business.
         "hide": [str(layout.state_dir), str(DEFAULT_STATE_DIR.parent)],
+        # Grid'5000's NFS home: the same folder on every node
+        "binds": [[str(users.home(layout)), f"/home/{users.USER}"]],
         "daemons": [["virtlogd", "-d"], ["libvirtd", "-d"], ["/usr/sbin/sshd"]],
     })
     return files
@@ -258,10 +260,6 @@ def write_release(layout: Layout, node: NodePlan, release: str | None) -> None:
     target = NodeFiles(layout, node).upper / RELEASE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(release + "\n")
-
-
-def sudo_used(layout: Layout, node: NodePlan) -> bool:
-    return (NodeFiles(layout, node).upper / SUDO_TRACE).exists()
 
 
 def nsenter_argv(init: ProcRef, argv: list[str]) -> list[str]:

@@ -72,6 +72,11 @@ def build_root(config: dict) -> str:
         elif entry in SHARED and os.path.isdir(source):
             os.mkdir(target)
             sh("mount", "--rbind", source, target)
+    for source, target in config.get("binds", []):  # shared folders (the users' NFS home)
+        if os.path.isdir(source):
+            inside = os.path.join(new_root, target.lstrip("/"))
+            os.makedirs(inside, exist_ok=True)
+            sh("mount", "--bind", source, inside)
     for entry, options in TMPFS.items():
         target = os.path.join(new_root, entry)
         os.makedirs(target, exist_ok=True)
