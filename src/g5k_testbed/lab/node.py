@@ -36,6 +36,8 @@ from .runtime import Runtime, write_json
 from .sshconf import HOST_KEY_TYPES, ensure_host_keys
 
 READY_TIMEOUT = 60
+#: Machine folders a node does not see through: its base layer stands alone (root's home).
+REPLACED = ("root",)
 #: The environment a node runs outside deploy jobs, as its `/etc/grid5000/release` names it.
 STANDARD_ENVIRONMENT = "debian12-x64-std"
 STANDARD_RELEASE = "debian12-x64-std-2025010712"
@@ -123,6 +125,12 @@ def write_base_layer(layout: Layout, plan: LabPlan, node: NodePlan, testbed_pub:
     notice.write_text(APT_NOTICE)
     notice.chmod(0o755)
     (etc / "apt" / "apt.conf.d" / "00vm5k-testbed-offline").write_text(APT_CONF)
+    # root's home is a fresh system's (skeleton files), never the machine's /root (its tools and secrets)
+    root_home = files.base / "root"
+    root_home.mkdir(parents=True, exist_ok=True)
+    for name in (".bashrc", ".profile"):
+        if os.path.exists(f"/etc/skel/{name}"):
+            shutil.copyfile(f"/etc/skel/{name}", root_home / name)
     (etc / "grid5000").mkdir(exist_ok=True)
     (files.base / RELEASE_FILE).write_text(STANDARD_RELEASE + "\n")
 
@@ -142,12 +150,13 @@ def write_init_config(layout: Layout, node: NodePlan) -> NodeFiles:
             continue
         (files.upper / entry).mkdir(parents=True, exist_ok=True)
         (files.work / entry).mkdir(parents=True, exist_ok=True)
-        # Only /etc has a base layer: overlayfs refuses a lower layer inside another one (/var), and
-        # the state folder may well be under /var.
+        # Only /etc and /root have a base layer: overlayfs refuses a lower layer inside another one
+        # (/var), and the state folder may well be under /var. /root's base replaces the machine's.
         lower = [str(files.base / entry)] if (files.base / entry).is_dir() else []
         for layer in (files.upper / entry, *map(Path, lower)):
             mirror_attributes(Path(f"/{entry}"), layer)
-        layers[entry] = {"lower": lower, "upper": str(files.upper / entry), "work": str(files.work / entry)}
+        layers[entry] = {"lower": lower, "upper": str(files.upper / entry), "work": str(files.work / entry),
+                         "replace": entry in REPLACED}
     files.root.mkdir(parents=True, exist_ok=True)
     write_json(files.init_json, {
         "hostname": node.fqdn,

@@ -66,7 +66,7 @@ def build_root(config: dict) -> str:
             if layer is None:
                 continue
             os.mkdir(target)
-            lowers = ":".join([*layer["lower"], source])
+            lowers = ":".join([*layer["lower"], *([] if layer.get("replace") else [source])])
             sh("mount", "-t", "overlay", f"vtb-{entry}", "-o",
                f"lowerdir={lowers},upperdir={layer['upper']},workdir={layer['work']}", target)
         elif entry in SHARED and os.path.isdir(source):
