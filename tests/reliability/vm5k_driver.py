@@ -286,9 +286,9 @@ class Runs:
             sites = {site["id"] for site in state(out)["sites"]} or {"rennes"} if reserved else set()
             ended = reserved and not [job for site in sites for job in live_jobs(self.testbed, site, run)]
             if ended:  # its nodes may still be rebooting
-                wait_for(lambda sites=sites, run=run: not [
-                    job for site in sites for job in jobs_named(self.testbed, site, f"vm5k-{run}", "finishing")],
-                    120)
+                name = f"vm5k-{run}"
+                wait_for(lambda sites=sites, name=name: not [
+                    job for site in sites for job in jobs_named(self.testbed, site, name, "finishing")], 120)
             if not ended:  # a run whose jobs ended had its nodes rebooted: the checks below say so
                 done = self.run("--destroy", str(out))
                 if done.returncode != 0:
