@@ -29,7 +29,7 @@ DEPLOY_JOB = {"resources": "nodes=1,walltime=1:00:00", "command": "sleep 3153600
 
 @pytest.fixture
 def node_lab(lab_testbed_factory) -> LabTestbed:  # type: ignore[no-untyped-def]
-    return lab_testbed_factory("nancy:1", ("--api-arg=--admin",))
+    return lab_testbed_factory("nancy:1", ("--api-arg=--admin", "--api-arg=--kadeploy-duration=1"))
 
 
 def user_ssh(lab: LabTestbed, key: Path, node: str, command: str) -> subprocess.CompletedProcess[str]:
