@@ -48,8 +48,12 @@ class TestbedInfo:
 
     @property
     def not_up(self) -> list[str]:
-        """The nodes that are not up (a dead node is to the testbed what a Dead node is to Grid'5000)."""
-        return [str(node.get("name")) for node in self.nodes if node.get("state") != "up"]
+        """The nodes that are not up (a dead node is to the testbed what a Dead node is to Grid'5000).
+
+        A node being deployed counts as up: Kadeploy, or the reboot that ends a job, is working on it (its
+        API knows), and restarting the testbed then would race with that work.
+        """
+        return [str(node.get("name")) for node in self.nodes if node.get("state") not in ("up", "deploying")]
 
     @property
     def sites(self) -> dict[str, int]:
@@ -141,7 +145,7 @@ def ensure_testbed(site: str | None, nodes: int, state_dir: str | None = None) -
     restarted as it is (its nodes unchanged) when it is degraded."""
     text = _status_text(state_dir)
     info = parse_status(text)
-    if info is not None and info.state == "up":
+    if info is not None and (info.state == "up" or not info.not_up):
         return info
     if info is not None or recorded(text):
         # `up` again restarts what is not running (dead nodes, its API) and keeps the testbed's nodes
