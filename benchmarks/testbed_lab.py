@@ -1,7 +1,7 @@
 """Benchmark of the testbed's real nodes: `up` with 1, 2, 4 nodes; boot-to-SSH of the tiny image with 1, 2, 4
 VMs on one node; memory per node and per VM.
 
-    .venv/bin/python benchmarks/testbed_lab.py [--nodes 1,2,4] [--vms 1,2,4] [--json]
+    .venv/bin/python benchmarks/testbed_lab.py [--nodes 1,2,4] [--vms 1,2,4] [--job-end 1,2] [--json]
 
 Needs root (it brings testbeds up and down in its own state folders, /var/lib/vm5k-testbed/bench-*,
 and always brings them down). Times are wall-clock on this machine and depend on its load: the load
@@ -10,6 +10,8 @@ started (/run/vm5k/sshd-started: the boot itself), the QEMU CPU time spent until
 boot costs, whatever else the machine does), and the wall time from the first `virsh create` (each VM's
 disk, seed and domain made over SSH, one after the other) until each VM answers `ssh true` through its
 node (polled every half second over SSH: it includes the harness's own round trips, 2-3 s).
+Job end: a deploy job on N nodes (deployed) is killed; the time from `DELETE` until the job's final state
+(`finishing` while its nodes reboot into the standard environment, in parallel).
 Memory: a node's cgroup usage (its daemons, its tmpfs, the page cache it touched) and the proportional
 set size (PSS) of its processes; a VM's QEMU PSS and RSS, and the node's cgroup growth per VM.
 """
@@ -203,10 +205,42 @@ def bench_vms(counts: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_job_end(counts: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for count in counts:
+        testbed = bring_up(STATE_ROOT / f"bench-{os.getpid()}-end{count}", f"rennes:{count}")
+        try:
+            site = testbed.grid5000().sites["rennes"]
+            job = site.jobs.create({"resources": f"nodes={count},walltime=1:00:00", "command": "sleep 1d",
+                                    "types": ["deploy"]})
+            while job.state != "running":
+                time.sleep(0.2)
+                job.refresh()
+            key = Path(f"{testbed.private_key}.pub").read_text()
+            dep = site.deployments.create({"nodes": job.assigned_nodes, "environment": "debian12-min",
+                                           "key": key})
+            while dep.status == "processing":
+                time.sleep(0.2)
+                dep.refresh()
+            start = time.monotonic()
+            job.delete()
+            while job.state not in ("error", "terminated"):
+                time.sleep(0.05)
+                job.refresh()
+            took = time.monotonic() - start
+        finally:
+            bring_down(testbed)
+        rows.append({"nodes": count, "job_end_s": round(took, 2), "load": load()})
+        print(f"job end, {count} deployed node(s): final state {took:.2f} s after DELETE  [load {load()}]",
+              flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", default="1,2,4", help="node counts for `up` (default 1,2,4)")
     parser.add_argument("--vms", default="1,2,4", help="VM counts on one node (default 1,2,4)")
+    parser.add_argument("--job-end", default="1,2", help="node counts of a killed deploy job (default 1,2)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -219,6 +253,7 @@ def main() -> int:
     results = {
         "up": bench_up([int(n) for n in args.nodes.split(",") if n]),
         "vms": bench_vms([int(n) for n in args.vms.split(",") if n]),
+        "job_end": bench_job_end([int(n) for n in args.job_end.split(",") if n]),
     }
     if args.json:
         print(json.dumps(results, indent=1))

@@ -5,14 +5,20 @@
 #     when pyproject.toml changed.
 #   - with --with-execo, a separate .venv-execo/ holding execo (the Grid'5000 toolkit the testbed's contract
 #     tests and the planning benchmark compare against; never a dependency of vm5k itself).
+#   - with --with-enoslib, a separate .venv-enoslib/ holding EnOSlib ENOSLIB_VERSION (with its Ansible), for
+#     the testbed's EnOSlib contract test; never a dependency of vm5k. Built once: a second run checks the
+#     installed version and downloads nothing.
 # A second run on a set-up machine takes about a second and downloads nothing.
 set -euo pipefail
 
 WITH_EXECO=0
+WITH_ENOSLIB=0
+ENOSLIB_VERSION=10.9.0
 for arg in "$@"; do
     case "$arg" in
         --with-execo) WITH_EXECO=1 ;;
-        *) echo "setup: error: unknown option $arg (known: --with-execo)" >&2; exit 2 ;;
+        --with-enoslib) WITH_ENOSLIB=1 ;;
+        *) echo "setup: error: unknown option $arg (known: --with-execo, --with-enoslib)" >&2; exit 2 ;;
     esac
 done
 
@@ -25,7 +31,7 @@ APT_PACKAGES=(
     qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
     dnsmasq-base openssh-server openssh-client iproute2 iputils-ping netcat-openbsd
     genisoimage debootstrap busybox-static e2fsprogs cpio kmod xz-utils zstd
-    procps psmisc util-linux libxml2-utils
+    procps psmisc util-linux libxml2-utils sudo
     systemd
 )
 
@@ -73,5 +79,20 @@ if [ "$WITH_EXECO" = 1 ] && [ ! -x "$ROOT/.venv-execo/bin/python" ]; then
     log "creating $ROOT/.venv-execo with execo"
     "$PYTHON" -m venv "$ROOT/.venv-execo"
     "$ROOT/.venv-execo/bin/pip" install -q execo requests 2>&1 | { grep -v 'is ignored: it is neither' || true; } >&2
+fi
+if [ "$WITH_ENOSLIB" = 1 ]; then
+    ENOSLIB_VENV="$ROOT/.venv-enoslib"
+    have=$("$ENOSLIB_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("enoslib"))' \
+           2>/dev/null || true)
+    if [ "$have" != "$ENOSLIB_VERSION" ]; then
+        log "creating $ENOSLIB_VENV with enoslib $ENOSLIB_VERSION"
+        rm -rf "$ENOSLIB_VENV"
+        "$PYTHON" -m venv "$ENOSLIB_VENV"
+        "$ENOSLIB_VENV/bin/pip" install -q "enoslib==$ENOSLIB_VERSION" 2>&1 \
+            | { grep -v 'is ignored: it is neither' || true; } >&2
+        "$ENOSLIB_VENV/bin/python" -c 'import enoslib' || { log "error: enoslib did not install"; exit 1; }
+    else
+        log "enoslib $ENOSLIB_VERSION already in $ENOSLIB_VENV"
+    fi
 fi
 log "ready: $VENV/bin/vm5k"

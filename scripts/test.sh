@@ -4,9 +4,10 @@
 # Extra arguments go to pytest, e.g. scripts/test.sh -k placement
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$ROOT/scripts/setup.sh" --with-execo
+"$ROOT/scripts/setup.sh" --with-execo --with-enoslib
 cd "$ROOT"
 export VM5K_EXECO_PYTHON="$ROOT/.venv-execo/bin/python"  # execo's contract test against the testbed
+export VM5K_ENOSLIB_PYTHON="$ROOT/.venv-enoslib/bin/python"  # EnOSlib's contract test against the testbed
 echo "test: ruff" >&2
 .venv/bin/ruff check --no-cache .
 echo "test: mypy" >&2

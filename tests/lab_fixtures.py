@@ -85,6 +85,11 @@ class LabTestbed:
         return self.status["ssh_config"]
 
     @property
+    def routing_ssh_config(self) -> str:
+        """How to reach the nodes, no key: what a client under test uses, with a key of its own."""
+        return self.status["routing_ssh_config"]
+
+    @property
     def private_key(self) -> str:
         return self.status["private_key"]
 

@@ -6,6 +6,8 @@ client as "Grid'5000" has nothing extra unless asked for:
 * `GET /_testbed/clock` → `{"now", "offset", "frozen", "paris"}`;
   `POST /_testbed/clock` with `{"advance": seconds}`, `{"set": epoch}`, `{"freeze": true|false}`;
 * `GET /_testbed/faults`, `PUT`/`PATCH /_testbed/faults` with any keys of `FaultConfig`;
+* `DELETE /_testbed/sites/{site}/jobs/{job}`: an admin kill (`oardel` by the platform's admins, whoever
+  owns the job); the job ends as any other (`finishing` while its nodes reboot, then `error`);
 * `GET /_testbed/state` → served sites, clock, counts of jobs and deployments, faults injected so far
   (``errors``, ``lost_replies``, ``slow``: what a client went through).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from g5k_testbed.http_types import Reply, Request
+from g5k_testbed.oar import OarError
 from g5k_testbed.testbed import ApiError, Testbed
 from g5k_testbed.timefmt import format_paris
 
@@ -44,6 +47,20 @@ def set_clock(tb: Testbed, req: Request) -> Reply:
     tb.tick()
     tb.save_meta()
     return Reply(body=_clock(tb))
+
+
+def kill_job(tb: Testbed, req: Request) -> Reply:
+    site, uid = req.params["site"], req.params["job"]
+    job = tb.find_job(site, int(uid)) if site in tb.oar and uid.isdigit() else None
+    if job is None:
+        raise ApiError(404, f"no job {req.params['job']} on {site}")
+    try:
+        changes = tb.oar[site].delete(job, tb.now(), by="oar")
+    except OarError as exc:
+        raise ApiError(400, str(exc)) from exc
+    tb.apply_changes(site, changes)
+    tb.flush_jobs()
+    return Reply(status=202, body={"uid": job.uid, "state": job.state})
 
 
 def get_faults(tb: Testbed, req: Request) -> Reply:

@@ -10,6 +10,7 @@ from typing import Any
 
 from g5k_testbed.http_types import Reply, Request
 from g5k_testbed.reference import REFERENCE_VERSION, SiteData
+from g5k_testbed.reference_synthetic import site_pdus, site_servers
 from g5k_testbed.testbed import ApiError, Testbed
 from g5k_testbed.views import COLLECTION, ITEM, collection, link
 
@@ -60,6 +61,7 @@ def site_item(p: str, site: SiteData) -> dict[str, Any]:
         links.append(link("clusters", f"{href}/clusters", COLLECTION))
     if site.network_equipments:
         links.append(link("network_equipments", f"{href}/network_equipments", COLLECTION))
+    links += [link(rel, f"{href}/{rel}", COLLECTION) for rel in ("pdus", "servers")]
     links += [link("self", href), link("parent", f"{p}/"), *_versioned_links(href)]
     links += [
         link(rel, f"{href}/{rel}", COLLECTION) for rel in ("jobs", "environments", "deployments", "vlans")
@@ -266,6 +268,38 @@ def site_equipment(tb: Testbed, req: Request) -> Reply:
         if e["uid"] == req.params["equipment"]:
             return Reply(body=equipment_item(req.prefix, f"/sites/{data.uid}", e), cache=True)
     raise _not_found(req.path)
+
+
+# ---------------------------------------------------------------------------------------------- servers, pdus
+def _site_items(kind: str):  # type: ignore[no-untyped-def]
+    """The collection and item handlers of a site's synthetic `servers` or `pdus` (reference_synthetic)."""
+    make = {"servers": site_servers, "pdus": site_pdus}[kind]
+
+    def listing(tb: Testbed, req: Request) -> Reply:
+        data = _site(tb, req)
+        parent = f"/sites/{data.uid}"
+        items = [equipment_like(req.prefix, parent, kind, d) for d in make(data)]
+        return Reply(body=collection(items, f"{req.prefix}{parent}/{kind}", f"{req.prefix}{parent}",
+                                     version=REFERENCE_VERSION), cache=True)
+
+    def item(tb: Testbed, req: Request) -> Reply:
+        data = _site(tb, req)
+        for doc in make(data):
+            if doc["uid"] == req.params["uid"]:
+                return Reply(body=equipment_like(req.prefix, f"/sites/{data.uid}", kind, doc), cache=True)
+        raise _not_found(req.path)
+
+    return listing, item
+
+
+def equipment_like(p: str, parent: str, kind: str, doc: dict[str, Any]) -> dict[str, Any]:
+    href = f"{parent}/{kind}/{doc['uid']}"
+    links = [link("self", f"{p}{href}"), link("parent", f"{p}{parent}"), *_versioned_links(f"{p}{href}")]
+    return _with(doc, links)
+
+
+site_servers_list, site_server = _site_items("servers")
+site_pdus_list, site_pdu = _site_items("pdus")
 
 
 # ---------------------------------------------------------------------------------------------- versions

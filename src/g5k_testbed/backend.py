@@ -24,13 +24,33 @@ class NodeBackend(Protocol):
         """
         ...
 
-    def deploy_node(self, fqdn: str, environment: str, authorized_keys: str | None) -> bool:
+    def deploy_node(
+        self, fqdn: str, environment: str, authorized_keys: str | None, release: str | None = None
+    ) -> bool:
         """Reset the node as Kadeploy would and install the key; True = OK, False = KO. Blocking.
 
-        Called from a worker thread, never from a request handler. The deployment stays `processing`
-        until every node's call returned and the configured Kadeploy duration elapsed on the testbed
-        clock; injected KO nodes are KO without calling it.
+        `release` is the deployed environment's `/etc/grid5000/release` line (e.g.
+        `debian12-x64-min-2025010712`). Called from a worker thread, never from a request handler. The
+        deployment stays `processing` until every node's call returned and the configured Kadeploy
+        duration elapsed on the testbed clock; injected KO nodes are KO without calling it.
         """
+        ...
+
+    def needs_reboot(self, fqdn: str, deploy: bool) -> bool:
+        """Whether the end of a job (`deploy` or not) on this node means rebooting it (quick, under the lock).
+
+        True makes the job `finishing` until `reboot_node` returned for each such node of it.
+        """
+        ...
+
+    def reboot_node(self, fqdn: str, deploy: bool) -> bool:
+        """The epilogue of a job on the node (blocking, from a worker thread): a deploy job's node, or one
+        where its user became root, back in the standard environment (every process and VM gone, keys
+        and writes gone); otherwise the job's processes killed and its user's access closed."""
+        ...
+
+    def job_started(self, fqdn: str, user: str, deploy: bool) -> None:
+        """A job of `user` runs on the node: outside deploy jobs, that user may now log in (quick)."""
         ...
 
     def move_to_vlan(self, fqdn: str, vlan: str) -> None:
@@ -56,8 +76,19 @@ class NullBackend:
     def materialised_nodes(self) -> set[str] | None:
         return None
 
-    def deploy_node(self, fqdn: str, environment: str, authorized_keys: str | None) -> bool:
+    def deploy_node(
+        self, fqdn: str, environment: str, authorized_keys: str | None, release: str | None = None
+    ) -> bool:
         return True
+
+    def needs_reboot(self, fqdn: str, deploy: bool) -> bool:
+        return False
+
+    def reboot_node(self, fqdn: str, deploy: bool) -> bool:
+        return True
+
+    def job_started(self, fqdn: str, user: str, deploy: bool) -> None:
+        return None
 
     def move_to_vlan(self, fqdn: str, vlan: str) -> None:
         return None

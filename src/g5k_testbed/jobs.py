@@ -53,6 +53,7 @@ class Job:
     cores: dict[str, int] = field(default_factory=dict)  # FQDN -> number of cores held
     vlans: list[str] = field(default_factory=list)
     subnets: list[str] = field(default_factory=list)
+    final_state: str | None = None  # while `finishing`: the state it ends in once its nodes are rebooted
     command_seconds: int | None = None  # how long the command runs (`sleep N` shorter than the walltime)
     version: int = 0  # bumped on every change, so renderings can be cached
 

@@ -1,10 +1,13 @@
 """OAR for one site: job submission, deletion and the job life cycle on the testbed's clock.
 
-`waiting → launching → running → terminated | error`: a job launches at its `scheduled_at`, runs
-`launch_delay` seconds later, and ends at its walltime (`error`, as OAR kills it) or when its command ends
-(`terminated`; the testbed knows how long `sleep N` lasts and treats every other command as running until
-the walltime). Time only moves in `advance(now)`, which replays every due event in date order, so a clock
-that jumps a day ahead gives the same history as one that ticked through it.
+`waiting → launching → running [→ finishing] → terminated | error`: a job launches at its
+`scheduled_at`, runs `launch_delay` seconds later, and ends at its walltime (`error`, as OAR kills it)
+or when its command ends (`terminated`; the testbed knows how long `sleep N` lasts and treats every
+other command as running until the walltime). When its nodes must be rebooted (`needs_finishing`: a
+deploy job's nodes go back to the standard environment), it stays `finishing`, its nodes held, until
+`finished()`; a job due to launch on such a node waits for it. Time only moves in `advance(now)`,
+which replays every due event in date order, so a clock that jumps a day ahead gives the same history
+as one that ticked through it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import heapq
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from g5k_testbed.jobs import FINAL_STATES, Job
@@ -21,6 +25,9 @@ from g5k_testbed.oar_scheduler import NotEnoughResources, Placement, SiteSchedul
 from g5k_testbed.timefmt import format_paris
 
 DEFAULT_WALLTIME = 3600
+#: How long the gantt keeps a `finishing` job's nodes after its end (the expected reboot time): planners
+#: see them busy that long, not until the job's walltime; a launch due while they still reboot waits.
+FINISHING_HOLD = 5
 COMPACT_BUDGET = 0.05  # seconds of gantt compaction per request or tick
 _SLEEP = re.compile(r"^\s*sleep\s+(\d+)\s*$")
 
@@ -67,6 +74,9 @@ class OarSite:
     _dirty_gantt: bool = False
     _compact_cursor: int = 0  # a compaction pass cut short resumes after this job id
     dirty: set[int] = field(default_factory=set)  # jobs changed since the testbed last saved them
+    #: whether an ending job must go through `finishing` (its nodes rebooted) before its final state
+    needs_finishing: Callable[[Job], bool] = lambda job: False
+    _postponed: set[int] = field(default_factory=set)  # due to launch, waiting for a finishing job's nodes
 
     # ------------------------------------------------------------------ helpers
     def _push(self, when: int, uid: int, kind: str) -> None:
@@ -140,6 +150,9 @@ class OarSite:
         self.jobs[job.uid] = job
         if job.state in FINAL_STATES:
             return
+        if job.state == "finishing":
+            self._book_finishing(job)
+            return  # the testbed redoes its nodes' reboot, then calls finished()
         self._book(job)
         if job.state == "waiting":
             self._push(job.scheduled_at, job.uid, "launch")
@@ -148,14 +161,15 @@ class OarSite:
         self._push(self._end_time(job), job.uid, "end")
 
     # ------------------------------------------------------------------ deletion
-    def delete(self, job: Job, now: int) -> list[Change]:
+    def delete(self, job: Job, now: int, by: str | None = None) -> list[Change]:
+        """`oardel` by the job's user, or by `by` (an admin)."""
         if job.state in FINAL_STATES:
             raise OarError(f"This job was already killed (job {job.uid} is {job.state.capitalize()})")
         job.add_event(
             self.event_ids.next(),
             now,
             "FRAG_JOB_REQUEST",
-            f"User {job.user} requested to frag the job {job.uid}",
+            f"User {by or job.user} requested to frag the job {job.uid}",
         )
         was_running = job.state in ("launching", "running")
         if was_running:
@@ -163,18 +177,75 @@ class OarSite:
                 self.event_ids.next(), now, "SEND_KILL_JOB", f"Send the kill signal to the job {job.uid}"
             )
             job.stopped_at = now
-        job.add_event(
-            self.event_ids.next(), now, "SWITCH_INTO_ERROR_STATE", "Switch the job into the Error state"
-        )
-        job.state = "error"
-        job.message = f"job killed by {job.user} directly" if not was_running else job.message
-        self._release(job)
+        if job.state == "finishing":
+            raise OarError(f"This job was already killed (job {job.uid} is Finishing)")
+        job.message = f"job killed by {by or job.user} directly" if not was_running else job.message
+        if was_running:
+            self._end(job, "error", now)
+        else:
+            job.add_event(
+                self.event_ids.next(), now, "SWITCH_INTO_ERROR_STATE", "Switch the job into the Error state"
+            )
+            job.state = "error"
+            self._release(job)
         job.touch()
         self.dirty.add(job.uid)
         self._dirty_gantt = True
         self._compact_cursor = 0
         self.compact(now)
         return [Change("ended", job)] if was_running else []
+
+    # ------------------------------------------------------------------ end
+    def _end(self, job: Job, final: str, now: int) -> None:
+        """A launched job ends: `finishing` while its nodes are rebooted, or its final state at once."""
+        if self.needs_finishing(job):
+            job.state, job.final_state = "finishing", final
+            self._release(job)
+            self._book_finishing(job)
+            self._dirty_gantt = True  # waiting jobs may move up to the end of the reboots
+            self._compact_cursor = 0
+        else:
+            self._final(job, final, now)
+        job.touch()
+
+    def _book_finishing(self, job: Job) -> None:
+        """Only the nodes stay held, until the expected end of their reboot (vlans, subnets are free)."""
+        stopped = max(job.stopped_at, job.start)
+        for fqdn in job.nodes:  # as long as the hold fits before the next job booked on the node
+            calendar = self.scheduler.nodes[fqdn]
+            for end in range(stopped + FINISHING_HOLD, max(stopped, job.start + 1) - 1, -1):
+                if calendar.is_free(job.start, end):
+                    self.scheduler.book(job.uid, job.start, end, [fqdn], [], [])
+                    break
+
+    def _final(self, job: Job, final: str, now: int) -> None:
+        if final == "error":
+            job.add_event(
+                self.event_ids.next(), now, "SWITCH_INTO_ERROR_STATE", "Switch the job into the Error state"
+            )
+        else:
+            job.add_event(
+                self.event_ids.next(), now, "SWITCH_INTO_TERMINATE_STATE", f"The job {job.uid} is terminated"
+            )
+        job.state, job.final_state = final, None
+        self._release(job)
+        self._dirty_gantt = True
+        self._compact_cursor = 0
+        for uid in sorted(self._postponed):  # jobs that waited for these nodes launch now
+            self._push(now, uid, "launch")
+
+    def finished(self, job: Job, now: int) -> None:
+        """The nodes of a `finishing` job are rebooted: it takes its final state and frees them."""
+        if job.state != "finishing":
+            return
+        self._final(job, job.final_state or "error", now)
+        job.touch()
+        self.dirty.add(job.uid)
+        self.compact(now)
+
+    def _nodes_finishing(self, job: Job) -> bool:
+        held = {n for other in self.jobs.values() if other.state == "finishing" for n in other.nodes}
+        return bool(held & set(job.nodes))
 
     # ------------------------------------------------------------------ time
     def _end_time(self, job: Job) -> int:
@@ -198,7 +269,13 @@ class OarSite:
             if job is None:
                 continue
             self.dirty.add(uid)
-            if kind == "launch" and job.state == "waiting" and job.scheduled_at == when:
+            due = job.scheduled_at == when or uid in self._postponed
+            if kind == "launch" and job.state == "waiting" and due:
+                if self._nodes_finishing(job):
+                    self._postponed.add(uid)  # launched by _final() once those nodes are free
+                    continue
+                self._postponed.discard(uid)
+                job.scheduled_at = when
                 job.state = "launching"
                 job.started_at = when
                 job.touch()
@@ -211,13 +288,8 @@ class OarSite:
             elif kind == "end" and job.state in ("launching", "running") and self._end_time(job) == when:
                 job.stopped_at = when
                 if job.command_seconds is not None and job.command_seconds < job.walltime:
-                    job.state, job.exit_code = "terminated", 0
-                    job.add_event(
-                        self.event_ids.next(),
-                        when,
-                        "SWITCH_INTO_TERMINATE_STATE",
-                        f"The job {job.uid} is terminated",
-                    )
+                    job.exit_code = 0
+                    self._end(job, "terminated", when)
                 else:
                     job.add_event(
                         self.event_ids.next(),
@@ -226,16 +298,7 @@ class OarSite:
                         f"[sarko] Job [{job.uid}] from {job.started_at} with {job.walltime}; "
                         f"current time={when} (Elapsed)",
                     )
-                    job.add_event(
-                        self.event_ids.next(),
-                        when,
-                        "SWITCH_INTO_ERROR_STATE",
-                        "Switch the job into the Error state",
-                    )
-                    job.state = "error"
-                self._release(job)
-                if when < job.start + job.walltime:  # ended before its booked end: others may move up
-                    self._dirty_gantt = True
+                    self._end(job, "error", when)
                 changes.append(Change("ended", job))
             if self._dirty_gantt:
                 self.compact(when, deadline)

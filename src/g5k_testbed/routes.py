@@ -31,6 +31,10 @@ API_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", S + "/versions/{version}", api_reference.version),
     ("GET", S + "/network_equipments", api_reference.site_equipments),
     ("GET", S + "/network_equipments/{equipment}", api_reference.site_equipment),
+    ("GET", S + "/servers", api_reference.site_servers_list),
+    ("GET", S + "/servers/{uid}", api_reference.site_server),
+    ("GET", S + "/pdus", api_reference.site_pdus_list),
+    ("GET", S + "/pdus/{uid}", api_reference.site_pdu),
     ("GET", S + "/clusters", api_reference.clusters),
     ("GET", C, api_reference.cluster),
     ("GET", C + "/versions", api_reference.versions),
@@ -75,6 +79,7 @@ ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("PUT", "/faults", api_admin.set_faults),
     ("PATCH", "/faults", api_admin.set_faults),
     ("GET", "/state", api_admin.state),
+    ("DELETE", "/sites/{site}/jobs/{job}", api_admin.kill_job),
 ]
 
 VERSION_PREFIXES = ("/3.0", "/stable", "/sid")

@@ -19,7 +19,7 @@ from g5k_testbed.backend import NodeBackend, load_backend
 from g5k_testbed.clock import Clock
 from g5k_testbed.faults import FaultConfig, FaultInjector
 from g5k_testbed.jobs import Job
-from g5k_testbed.kadeploy import Deployment, environment_catalogue
+from g5k_testbed.kadeploy import Deployment, environment_catalogue, resolve_environment
 from g5k_testbed.kavlan import DEFAULT, Kavlan
 from g5k_testbed.oar import Change, IdCounter, OarSite
 from g5k_testbed.oar_properties import node_properties
@@ -94,12 +94,16 @@ class Testbed:
                 site_slash22s(site.doc["virt_ip_range"]) if site.doc.get("virt_ip_range") else [],
                 usable=self.node_usable,
             )
-            self.oar[uid] = OarSite(uid, scheduler, self.job_ids, self.event_ids, config.launch_delay)
+            self.oar[uid] = OarSite(uid, scheduler, self.job_ids, self.event_ids, config.launch_delay,
+                                    needs_finishing=self._needs_finishing)
         self.deployments: dict[str, dict[str, Deployment]] = {uid: {} for uid in self.reference.sites}
         self.files: dict[str, str] = {}
         self._saved_jobs: dict[int, int] = {}
         self._running_subnets: dict[str, list[str]] = {}
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="kadeploy")
+        # job ends reboot nodes in their own workers, so that they never wait behind deployments
+        self._epilogue = ThreadPoolExecutor(max_workers=16, thread_name_prefix="oar-epilogue")
+        self._rebooting: dict[int, set[str]] = {}  # finishing job -> its nodes still being rebooted
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._load_state()
@@ -142,12 +146,56 @@ class Testbed:
             except Exception:  # keep time moving whatever one tick hit; the next request will show it
                 log.exception("testbed tick failed")
 
+    def _needs_finishing(self, job: Job) -> bool:
+        return any(self._reboot_wanted(fqdn, job) for fqdn in job.nodes)
+
+    def _reboot_wanted(self, fqdn: str, job: Job) -> bool:
+        try:
+            return bool(self.backend.needs_reboot(fqdn, job.deploy))
+        except Exception:
+            log.exception("backend.needs_reboot(%s) failed", fqdn)
+            return False
+
+    def _start_reboots(self, site: str, job: Job) -> None:
+        """The epilogue of a `finishing` job: its nodes rebooted outside the lock, then its final state."""
+        if job.uid in self._rebooting:
+            return
+        nodes = [fqdn for fqdn in job.nodes if self._reboot_wanted(fqdn, job)]
+        self._rebooting[job.uid] = set(nodes)
+        if not nodes:
+            self.oar[site].finished(job, self.now())
+            return
+        for fqdn in nodes:
+            self._epilogue.submit(self._reboot_one, site, job, fqdn)
+
+    def _reboot_one(self, site: str, job: Job, fqdn: str) -> None:
+        try:
+            if not self.backend.reboot_node(fqdn, job.deploy):
+                log.error("reboot of %s at the end of job %s failed", fqdn, job.uid)
+        except Exception:
+            log.exception("backend.reboot_node(%s) failed", fqdn)
+        with self.lock:
+            left = self._rebooting.get(job.uid, set())
+            left.discard(fqdn)
+            if not left:
+                self._rebooting.pop(job.uid, None)
+                self.oar[site].finished(job, self.now())
+                self.flush_jobs()
+
     def apply_changes(self, site: str, changes: list[Change]) -> None:
-        """React to jobs that started or ended: vlans back to DEFAULT, subnets for the lab's DHCP."""
+        """React to jobs that started or ended: vlans back to DEFAULT, subnets for the lab's DHCP, nodes of
+        a `finishing` job rebooted."""
         for change in changes:
+            job = change.job
+            if change.kind == "started":
+                for fqdn in job.nodes:
+                    try:
+                        self.backend.job_started(fqdn, job.user, job.deploy)
+                    except Exception:
+                        log.exception("backend.job_started(%s) failed", fqdn)
+                continue
             if change.kind != "ended":
                 continue
-            job = change.job
             for vid in job.vlans:
                 for other in self.reference.sites:
                     for address in self.kavlan.nodes_in(other, vid):
@@ -157,6 +205,8 @@ class Testbed:
                 for address in info.addresses if info else (fqdn,):
                     if self.kavlan.vlan_of(address) != DEFAULT:
                         self.move(address, DEFAULT)
+            if job.state == "finishing":
+                self._start_reboots(site, job)
         self._update_subnets(site)
 
     def _update_subnets(self, site: str) -> None:
@@ -241,7 +291,8 @@ class Testbed:
 
     def _deploy_one(self, deployment: Deployment, fqdn: str, key_content: str | None) -> None:
         try:
-            ok = bool(self.backend.deploy_node(fqdn, deployment.environment, key_content))
+            ok = bool(self.backend.deploy_node(fqdn, deployment.environment, key_content,
+                                               release=self.release_line(deployment)))
         except Exception:
             log.exception("backend.deploy_node(%s) failed", fqdn)
             ok = False
@@ -278,6 +329,15 @@ class Testbed:
                             self.move(fqdn, str(dep.vlan))
                 self.save_deployment(dep)
 
+    def release_line(self, deployment: Deployment) -> str | None:
+        """`/etc/grid5000/release` of a deployed environment: `<alias or name>-<version>`, as Grid'5000's
+        images have (e.g. `debian12-x64-min-2025010712`); None for an environment given by URL."""
+        spec = deployment.environment.split("@")[0]
+        env = resolve_environment(self.environments, spec, deployment.arch)
+        if env is None:
+            return None
+        return f"{env.get('alias') or env['name']}-{env['version']}"
+
     def save_deployment(self, deployment: Deployment) -> None:
         self.store.save("deployments", deployment.uid, deployment.to_dict())
 
@@ -303,7 +363,10 @@ class Testbed:
                     for fqdn in dep.nodes:
                         if fqdn not in dep.ko_nodes and fqdn not in dep.node_results:
                             self._executor.submit(self._deploy_one, dep, fqdn, key)
-        for site in self.oar:
+        for site, oar in self.oar.items():
+            for job in list(oar.jobs.values()):
+                if job.state == "finishing":  # its reboots died with the old server: redo them
+                    self._start_reboots(site, job)
             self._update_subnets(site)
 
     # ------------------------------------------------------------------ lifecycle
@@ -315,6 +378,7 @@ class Testbed:
         if self._ticker is not None:
             self._ticker.join(timeout=5)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._epilogue.shutdown(wait=False, cancel_futures=True)
         with self.lock:
             self.flush_jobs()
             self.save_meta()

@@ -219,8 +219,10 @@ def test_n_by_hosts_spreads_evenly(testbed: LabTestbed, tmp_path: Path, destroye
 
 def test_keep_job_then_a_new_fleet_in_the_same_reservation_with_j(testbed: LabTestbed, tmp_path: Path,
                                                                    destroyed: list[Path]) -> None:
-    """--destroy --keep-job removes the VMs and keeps the reservation; -j takes it up again (its hosts are
-    already deployed: no Kadeploy); destroying that run leaves the given job alone."""
+    """--destroy --keep-job removes the VMs and keeps the reservation; -j takes it up again; destroying that
+    run leaves the given job alone. The -j run has a run key of its own, which the first run's deployment
+    did not install: its hosts are not provably deployed for it, so it deploys them again (on Grid'5000 as
+    here: no key but the ones Kadeploy installed lets it in)."""
     first = tmp_path / "first"
     destroyed.append(first)
     done = vm5k("-n", "2", "-r", "rennes:2", "-w", "0:20:00", "-t", TINY, "-o", str(first), cwd=tmp_path)
@@ -231,13 +233,14 @@ def test_keep_job_then_a_new_fleet_in_the_same_reservation_with_j(testbed: LabTe
     assert kept.returncode == 0, kept.stderr
     assert "the reservation is kept (--keep-job)" in kept.stderr
     assert leftovers(testbed, run_id) == {} and [j.uid for j in live_jobs(testbed, run_id)] == [job.uid]
+    destroyed.remove(first)  # destroyed; its job is handed to the next run, and ended below
 
     second = tmp_path / "second"
     destroyed.append(second)
     done = vm5k("-n", "3", "-j", f"rennes:{job.uid}", "-t", TINY, "-o", str(second), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    # no Kadeploy: the hosts were deployed by the first run
-    assert "2 hosts are already deployed with" in done.stderr and "attempt 1)" not in done.stderr
+    # deployed again: the first run's deployment (its key) proves nothing to this run
+    assert "already deployed" not in done.stderr and "attempt 1)" in done.stderr
     assert {row["state"] for row in vms_of(second)} == {"OK"}
     assert set((second / "hosts.list").read_text().split()) == set((first / "hosts.list").read_text().split())
     assert ssh_vm(second, "vm-3", "hostname").stdout.strip() == "vm-3"
@@ -246,6 +249,9 @@ def test_keep_job_then_a_new_fleet_in_the_same_reservation_with_j(testbed: LabTe
     assert gone.returncode == 0, gone.stderr
     assert leftovers(testbed, again) == {}
     assert [j.uid for j in live_jobs(testbed, run_id)] == [job.uid]  # -j: the user's job, not the run's
+    destroyed.remove(second)  # destroyed; what remains is the given job, ended here
+    job.delete()
+    wait_for(lambda: not live_jobs(testbed, run_id), 120, interval=0.5)
 
 
 def test_hosts_you_already_have(testbed: LabTestbed, tmp_path: Path, destroyed: list[Path]) -> None:

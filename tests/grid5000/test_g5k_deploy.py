@@ -78,6 +78,16 @@ def test_deployed_hosts_are_not_deployed_again(server: ServerHandle, tmp_path: P
     fresh.save(topo)
     platform.deploy_hosts(topo)
     assert len(deployments(server)) == 2
+    # the marker names the reservation: under another job the host is not provably deployed for it
+    job = Grid5000Record.load(topo).jobs[0]
+    assert parse_marker((tmp_path / "deployed").read_text())["jobs"] == f"{job.site}:{job.id}"
+    later = Grid5000Record.load(topo)
+    later.deployed, later.deployments = [], []
+    later.options = later.options.with_(forcedeploy=False)
+    later.jobs = [replace(j, id=j.id + 1) for j in later.jobs]
+    later.save(topo)
+    platform.deploy_hosts(topo)
+    assert len(deployments(server)) == 3
 
 
 def test_nodeploy_deploys_nothing(server: ServerHandle, platform: Grid5000Platform) -> None:
@@ -113,4 +123,5 @@ def test_environment_forms(tmp_path: Path) -> None:
 def test_marker_round_trip() -> None:
     assert parse_marker(marker_text("debian12-min", "D-42")) == {"environment": "debian12-min",
                                                                  "deployment": "D-42"}
+    assert parse_marker(marker_text("debian12-min", "D-42", "rennes:1001"))["jobs"] == "rennes:1001"
     assert parse_marker("garbage\n=x\n") == {}

@@ -36,14 +36,14 @@ def test_platform_deploys_real_nodes_once(lab_testbed_factory, tmp_path: Path) -
     private = tmp_path / "id_ed25519"
     private.write_bytes(key.export_private_key())
     private.chmod(0o600)
-    testbed_key = Path(f"{lab.private_key}.pub").read_text().strip()  # so the fixture keeps its access
-    ssh = SshSettings(config_files=(Path(lab.ssh_config),), identity_files=(private,),
+    # the routing-only config: the platform gets in with the run's key that Kadeploy installed, or not at all
+    ssh = SshSettings(config_files=(Path(lab.routing_ssh_config),), identity_files=(private,),
                       known_hosts=tmp_path / "known_hosts", record_new_host_keys=True, connect_timeout=20)
     api = ApiClient(ApiConfig(lab.api))
     platform = Grid5000Platform(api, name="testbed", ssh=ssh, poll=1.0,
-                                public_key=key.export_public_key().decode().strip() + "\n" + testbed_key)
+                                public_key=key.export_public_key().decode().strip())
     request, _ = parse_request(["-n", "4", "-r", "nancy:2", "-w", "0:30:00", "-o", str(tmp_path / "out"),
-                                "--api", lab.api, "--ssh-config", lab.ssh_config])
+                                "--api", lab.api, "--ssh-config", lab.routing_ssh_config])
     topo = platform.plan(request.topology, request)
     assert {h.id for h in topo.hosts()} == set(lab.nodes)  # only the materialised nodes are Alive
     topo = platform.resources(platform.wait_running(platform.reserve(topo)))
@@ -68,8 +68,26 @@ def test_platform_deploys_real_nodes_once(lab_testbed_factory, tmp_path: Path) -
         assert deployments(api) == before + 2 and all(h.state == HOST_OK for h in forced.hosts())
         new = parse_marker(lab.ssh(lab.nodes[0], ["cat", MARKER]).stdout)["deployment"]
         assert new == Grid5000Record.load(forced).deployments[-1].uid
+        release = lab.ssh(lab.nodes[0], "cat /etc/grid5000/release").stdout
+        assert release.startswith("debian12-x64-min-")
     finally:
         platform.destroy(topo)
+    # the job ended: its nodes were rebooted into the standard environment (seen with the admin config)
+    for node in lab.nodes:
+        left = lab.ssh(node, f"cat /etc/grid5000/release; ls {MARKER} /root/.ssh/authorized_keys",
+                       check=False)
+        assert left.stdout.startswith("debian12-x64-std-") and "No such file" in left.stderr
+    # a second run on the same nodes deploys them again
+    request, _ = parse_request(["-n", "4", "-r", "nancy:2", "-w", "0:30:00", "-o", str(tmp_path / "out2"),
+                                "--api", lab.api, "--ssh-config", lab.routing_ssh_config])
+    second = platform.reserve(platform.plan(request.topology, request))
+    second = platform.resources(platform.wait_running(second))
+    try:
+        before = deployments(api)
+        second = platform.deploy_hosts(second)
+        assert deployments(api) == before + 1 and all(h.state == HOST_OK for h in second.hosts())
+    finally:
+        platform.destroy(second)
 
 
 def test_kavlan_hosts_are_reached_by_their_vlan_names(lab_testbed_factory, tmp_path: Path) -> None:
@@ -78,14 +96,14 @@ def test_kavlan_hosts_are_reached_by_their_vlan_names(lab_testbed_factory, tmp_p
     private = tmp_path / "id_ed25519"
     private.write_bytes(key.export_private_key())
     private.chmod(0o600)
-    testbed_key = Path(f"{lab.private_key}.pub").read_text().strip()
-    ssh = SshSettings(config_files=(Path(lab.ssh_config),), identity_files=(private,),
+    ssh = SshSettings(config_files=(Path(lab.routing_ssh_config),), identity_files=(private,),
                       known_hosts=tmp_path / "known_hosts", record_new_host_keys=True, connect_timeout=20)
     api = ApiClient(ApiConfig(lab.api))
     platform = Grid5000Platform(api, name="testbed", ssh=ssh, poll=1.0,
-                                public_key=key.export_public_key().decode().strip() + "\n" + testbed_key)
+                                public_key=key.export_public_key().decode().strip())
     request, _ = parse_request(["-n", "2", "-r", "nancy:2", "-k", "-w", "0:30:00", "-o",
-                                str(tmp_path / "out"), "--api", lab.api, "--ssh-config", lab.ssh_config])
+                                str(tmp_path / "out"), "--api", lab.api, "--ssh-config",
+                                lab.routing_ssh_config])
     topo = platform.reserve(platform.plan(request.topology, request))
     topo = platform.resources(platform.wait_running(topo))
     try:

@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 from lab_fixtures import LabTestbed, run_testbed
+from waiting import wait_for
 
 VM5K = str(Path(sys.executable).parent / "vm5k")
 TINY = '<vm mem="256" hdd="2" n_cpu="1"/>'
@@ -281,11 +282,17 @@ class Runs:
             if not (out / "topology.json").exists() or record(out).get("status") == "destroyed":
                 continue
             run = run_id(out)
-            done = self.run("--destroy", str(out))
-            if done.returncode != 0:
-                problems.append(f"destroy {out}: {done.stderr[-1500:]}")
             reserved = record(out).get("platform") in ("testbed", "grid5000")  # --hosts reserves nothing
             sites = {site["id"] for site in state(out)["sites"]} or {"rennes"} if reserved else set()
+            ended = reserved and not [job for site in sites for job in live_jobs(self.testbed, site, run)]
+            if ended:  # its nodes may still be rebooting
+                name = f"vm5k-{run}"
+                wait_for(lambda sites=sites, name=name: not [
+                    job for site in sites for job in jobs_named(self.testbed, site, name, "finishing")], 120)
+            if not ended:  # a run whose jobs ended had its nodes rebooted: the checks below say so
+                done = self.run("--destroy", str(out))
+                if done.returncode != 0:
+                    problems.append(f"destroy {out}: {done.stderr[-1500:]}")
             left = leftovers(self.testbed, run)
             jobs = [job for site in sites for job in live_jobs(self.testbed, site, run)]
             if left or jobs:

@@ -37,6 +37,20 @@ def test_reference_sites_clusters_nodes(gk: Grid5000) -> None:
     assert len(gk.sites["nancy"].network_equipments.list()) > 0
 
 
+def test_synthetic_servers_and_pdus(gk: Grid5000) -> None:
+    """EnOSlib's `servers["dns"].network_adapters["default"]["ip"]`: the resolver the testbed's nodes use."""
+    rennes = gk.sites["rennes"]
+    dns = rennes.servers["dns"]
+    assert dns.network_adapters["default"]["ip"] == rennes.kavlans["default"]["gateway"] == "172.16.111.254"
+    assert [s.uid for s in rennes.servers.list()] == ["dns", "frontend"]
+    assert rennes.servers["frontend"].network_adapters["default"]["ip"] == rennes.frontend_ip
+    pdus = rennes.pdus.list()
+    assert "parasilo-pdu1" in [p.uid for p in pdus]
+    assert rennes.pdus["parasilo-pdu1"].ports["1"] == "parasilo-1"
+    links = [link["rel"] for link in rennes.links]
+    assert links[:5] == ["clusters", "network_equipments", "pdus", "servers", "self"]
+
+
 def test_job_with_subnets_and_kavlan_runs(server: ServerHandle, gk: Grid5000) -> None:
     site = gk.sites["rennes"]
     job = site.jobs.create(JOB)

@@ -183,10 +183,12 @@ class RecordingBackend(NullBackend):
     def materialised_nodes(self) -> set[str] | None:
         return {"gros-1.nancy.grid5000.fr", "gros-2.nancy.grid5000.fr"}
 
-    def deploy_node(self, fqdn: str, environment: str, authorized_keys: str | None) -> bool:
+    def deploy_node(self, fqdn: str, environment: str, authorized_keys: str | None,
+                    release: str | None = None) -> bool:
         assert threading.current_thread() is not threading.main_thread()
         with self.lock:
             self.calls.append(("deploy", fqdn, environment, authorized_keys or ""))
+            self.calls.append(("release", fqdn, release or ""))
         return True
 
     def move_to_vlan(self, fqdn: str, vlan: str) -> None:
@@ -222,11 +224,66 @@ def test_backend_hooks_and_absent_nodes() -> None:
         finish_deployment(handle, dep["uid"])
         assert sorted(c[1] for c in backend.calls if c[0] == "deploy") == nodes
         assert ("deploy", nodes[0], "debian12-min", "ssh-rsa K") in backend.calls
+        assert ("release", nodes[0], "debian12-x64-min-2025010712") in backend.calls
         assert [c for c in backend.calls if c[0] == "vlan"] == [("vlan", n, "4") for n in nodes]
         requests.delete(f"{handle.url}/sites/nancy/jobs/{job['uid']}", headers=HEADERS)
         assert [c for c in backend.calls if c[0] == "vlan"][-2:] == [("vlan", n, "DEFAULT") for n in nodes]
         assert backend.calls[-1] == ("subnets", "nancy")  # released: no subnet left for the DHCP
     finally:
+        handle.stop()
+
+
+class RebootingBackend(RecordingBackend):
+    """Deploy jobs' nodes are rebooted at the job's end; each reboot waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def needs_reboot(self, fqdn: str, deploy: bool) -> bool:
+        return deploy
+
+    def reboot_node(self, fqdn: str, deploy: bool) -> bool:
+        assert threading.current_thread() is not threading.main_thread()
+        self.go.wait(30)
+        with self.lock:
+            self.calls.append(("reboot", fqdn))
+        return True
+
+
+def _job_state(handle: ServerHandle, uid: int) -> str:
+    return str(requests.get(f"{handle.url}/sites/nancy/jobs/{uid}", headers=HEADERS).json()["state"])
+
+
+@pytest.mark.parametrize("end", ["delete", "walltime"])
+def test_job_end_is_finishing_until_its_nodes_are_rebooted(end: str) -> None:
+    """As on Grid'5000: `finishing` while the nodes reboot (outside the API's lock: the API answers
+    meanwhile), then `error`; a job on those nodes starts only once they are back."""
+    backend = RebootingBackend()
+    handle = start_server(make_config(sites=["nancy"]), backend=backend)
+    try:
+        spec = {"resources": "nodes=2,walltime=1:00:00", "command": "sleep 1d", "types": ["deploy"]}
+        job = requests.post(f"{handle.url}/sites/nancy/jobs", headers=HEADERS, json=spec).json()
+        nxt = requests.post(f"{handle.url}/sites/nancy/jobs", headers=HEADERS, json=spec).json()
+        handle.advance(5)
+        assert _job_state(handle, job["uid"]) == "running"
+        if end == "delete":
+            requests.delete(f"{handle.url}/sites/nancy/jobs/{job['uid']}", headers=HEADERS)
+        else:
+            handle.advance(3600)
+        assert _job_state(handle, job["uid"]) == "finishing"
+        handle.advance(60)
+        assert _job_state(handle, nxt["uid"]) == "waiting"  # its nodes are still being rebooted
+        assert not [c for c in backend.calls if c[0] == "reboot"]
+        backend.go.set()
+        wait_for(lambda: _job_state(handle, job["uid"]) == "error", 10, interval=0.05)
+        assert sorted(c[1] for c in backend.calls if c[0] == "reboot") == sorted(job["assigned_nodes"])
+        handle.advance(2)
+        assert _job_state(handle, nxt["uid"]) == "running"
+        events = requests.get(f"{handle.url}/sites/nancy/jobs/{job['uid']}", headers=HEADERS).json()["events"]
+        assert events[-1]["type"] == "SWITCH_INTO_ERROR_STATE"
+    finally:
+        backend.go.set()
         handle.stop()
 
 

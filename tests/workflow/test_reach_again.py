@@ -67,6 +67,24 @@ def test_a_testbed_with_a_dead_node_is_still_reached_while_its_api_answers() -> 
     assert parse_status('{"state": "down", "nodes": []}') is None
 
 
+def test_a_node_being_redeployed_is_not_a_degraded_testbed() -> None:
+    """The end of a job reboots its nodes (`deploying` for a second): a run starting then must not restart
+    the testbed under that work."""
+    data = json.loads(status_json("degraded"))
+    data["nodes"][1]["state"] = "deploying"
+    info = parse_status(json.dumps(data))
+    assert info is not None and info.not_up == []
+
+
+def test_vm5k_is_handed_the_routing_only_ssh_config() -> None:
+    """vm5k proves its own access (its run key): the testbed's admin config, which carries the testbed's
+    key, is never what a run connects through."""
+    data = json.loads(status_json("up"))
+    assert parse_status(json.dumps(data)).ssh_config == "/tb/ssh_config"  # an older testbed: the only one
+    data["routing_ssh_config"] = "/tb/ssh_config.routing"
+    assert parse_status(json.dumps(data)).ssh_config == "/tb/ssh_config.routing"
+
+
 def test_destroy_reaches_a_degraded_testbed_and_says_so(monkeypatch: pytest.MonkeyPatch,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     dead = "paradoxe-2.rennes.grid5000.fr"

@@ -161,7 +161,8 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
         return
     print(f"testbed {status['testbed_id']} ({status['state']}) in {status['state_dir']}")
     print(f"  API          {status.get('api')}")
-    print(f"  SSH config   {status.get('ssh_config')}    (ssh -F {status.get('ssh_config')} root@<node>)")
+    print(f"  SSH config   {status.get('ssh_config')}    (admin: ssh -F ... root@<node>)")
+    print(f"  routing only {status.get('routing_ssh_config')}    (clients: ssh -F ... -i YOUR_KEY)")
     print(f"  image        {status.get('image')}")
     print(f"  accelerator  {status.get('accel')} ({status.get('accel_reason')})")
     for node in status["nodes"]:

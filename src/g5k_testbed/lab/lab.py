@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import threading
@@ -20,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from g5k_testbed.lab import cgroups, netfab, node, siteservices, sshconf
+from g5k_testbed.lab import cgroups, netfab, node, siteservices, sshconf, users
 from g5k_testbed.lab.errors import LabError, UsageError
 from g5k_testbed.lab.layout import Layout
 from g5k_testbed.lab.netfab import DEFAULT_VLAN
@@ -239,25 +240,30 @@ class Lab:
         limit = cgroups.ensure(self.runtime, layout.node_cgroup(item.uid), limit)
         pub = layout.private_key.with_suffix(".pub").read_text()
         node.write_base_layer(layout, plan, item, pub)
-        from g5k_testbed.lab import libvirtcaps
+        users.ensure_home(layout)
+        users.write_tools(node.NodeFiles(layout, item).upper)
+        from . import libvirtcaps
         libvirtcaps.seed_node(node.NodeFiles(layout, item).upper)
         init = node.launch(layout, self.runtime, item)
         self._set_node(item.fqdn, state="up", memory_limit=limit, started_at=int(time.time()))
         return init
 
-    def deploy_node(self, fqdn: str, environment: str, authorized_keys: str | None) -> bool:
-        """Kadeploy on a node: stop everything, wipe users' writes, fresh daemons, root's key."""
+    def deploy_node(self, fqdn: str, environment: str, authorized_keys: str | None,
+                    release: str | None = None) -> bool:
+        """Kadeploy on a node: stop everything, wipe users' writes, fresh daemons, root's key, and the
+        environment's `/etc/grid5000/release` (none given: the standard environment's, from the base)."""
         plan = self.plan()
         item = plan.node(fqdn)
         if item is None:
             return False
         with self._node_lock(item.uid):
-            self._set_node(fqdn, state="deploying", environment=environment)
+            self._set_node(fqdn, state="deploying", environment=environment, tainted=False)
             try:
                 plugged = self.runtime.read()["nodes"].get(fqdn, {}).get("plugged", DEFAULT_VLAN)
                 node.stop(self.layout, self.runtime, plan, item, plugged)
                 node.wipe(self.layout, item)
                 node.install_root_key(self.layout, item, authorized_keys)
+                node.write_release(self.layout, item, release)
                 self.start_node(plan, item)
                 state = self.runtime.read()["nodes"].get(fqdn, {})
                 wanted, plugged = state.get("vlan", DEFAULT_VLAN), state.get("plugged", DEFAULT_VLAN)
@@ -269,6 +275,35 @@ class Lab:
                 return False
             self._set_node(fqdn, deployed_at=int(time.time()))
             return True
+
+    def reboot_to_standard(self, fqdn: str) -> bool:
+        """The end of a job on Grid'5000: the node rebooted into the standard environment, no key for root."""
+        return self.deploy_node(fqdn, node.STANDARD_ENVIRONMENT, None, None)
+
+    def node_tainted(self, fqdn: str) -> bool:
+        """Whether someone became root on the node since its last (re)deployment (`sudo-g5k`)."""
+        if bool(self.runtime.read()["nodes"].get(fqdn, {}).get("tainted")):
+            return True
+        item = self.plan().node(fqdn)
+        return item is not None and users.sudo_used(node.NodeFiles(self.layout, item).upper)
+
+    def _in_node(self, fqdn: str, script: str) -> bool:
+        """Run a shell script inside a running node (all its namespaces), as its root."""
+        item = self.plan().node(fqdn)
+        init = node.init_ref(self.runtime, item) if item is not None else None
+        if init is None or not init.alive():
+            return False
+        done = run(node.nsenter_argv(init, ["/bin/sh", "-c", script]), check=False)
+        return done.returncode == 0
+
+    def open_user_access(self, fqdn: str, user: str) -> None:
+        """The job's user may log in (the testbed user only: other logins have no account on the nodes)."""
+        folder = os.path.dirname(users.OAR_USERS)
+        self._in_node(fqdn, f"mkdir -p {folder} && echo {shlex.quote(user)} >> {users.OAR_USERS}")
+
+    def close_user_access(self, fqdn: str) -> None:
+        """The end of a job that leaves the node as it is: its user's access and processes are gone."""
+        self._in_node(fqdn, f"rm -f {users.OAR_USERS}; pkill -KILL -u {users.USER} || true")
 
     def move_to_vlan(self, address: str, vlan: str) -> None:
         """KaVLAN: re-plug a node into `vlan` with its reference address there (primary interface only)."""
@@ -330,6 +365,8 @@ class Lab:
             "api": api_url(base) if base else None,
             "api_base": base,
             "ssh_config": str(self.layout.ssh_config),
+            "routing_ssh_config": str(self.layout.routing_ssh_config),
+            "users": [{"login": users.USER, "uid": users.UID, "home": str(users.home(self.layout))}],
             "known_hosts": str(self.layout.known_hosts),
             "private_key": str(self.layout.private_key),
             "image": info.get("image"),

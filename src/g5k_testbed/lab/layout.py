@@ -86,6 +86,11 @@ class Layout:
         return self.state_dir / "ssh_config"
 
     @property
+    def routing_ssh_config(self) -> Path:
+        """How to reach each node, and nothing else: clients bring their own keys (`sshconf`)."""
+        return self.state_dir / "ssh_config.routing"
+
+    @property
     def known_hosts(self) -> Path:
         return self.state_dir / "known_hosts"
 

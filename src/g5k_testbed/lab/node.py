@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from g5k_testbed.lab import cgroups, netfab
+from g5k_testbed.lab import cgroups, netfab, users
 from g5k_testbed.lab.errors import LabError
 from g5k_testbed.lab.layout import DEFAULT_STATE_DIR, Layout
 from g5k_testbed.lab.nodeinit import OVERLAID
@@ -36,6 +36,13 @@ from g5k_testbed.lab.runtime import Runtime, write_json
 from g5k_testbed.lab.sshconf import HOST_KEY_TYPES, ensure_host_keys
 
 READY_TIMEOUT = 60
+#: Machine folders a node does not see through: its base layer stands alone (root's home).
+REPLACED = ("root",)
+#: The environment a node runs outside deploy jobs, as its `/etc/grid5000/release` names it.
+STANDARD_ENVIRONMENT = "debian12-x64-std"
+STANDARD_RELEASE = "debian12-x64-std-2025010712"
+RELEASE_FILE = Path("etc/grid5000/release")
+
 APT_NOTICE = """#!/bin/sh
 # apt asks this script which proxy to use for each host; it answers DIRECT after saying why downloads fail.
 echo "vm5k-testbed: this node has no network access to the Debian archive: only the packages installed on" >&2
@@ -102,7 +109,8 @@ def write_base_layer(layout: Layout, plan: LabPlan, node: NodePlan, testbed_pub:
         "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
     (etc / "resolv.conf").write_text(f"search {site.domain} grid5000.fr\nnameserver {site.prod_gateway}\n")
     (etc / "machine-id").write_text(machine_id(layout, node) + "\n")
-    (etc / "ssh" / "sshd_config").write_text(SSHD_CONFIG)
+    (etc / "ssh" / "sshd_config").write_text(SSHD_CONFIG + users.SSHD_MATCH)
+    users.write_base(etc)
     authorized = etc / "ssh" / "vm5k-testbed-authorized_keys"
     authorized.write_text(testbed_pub.strip() + "\n")
     authorized.chmod(0o644)
@@ -117,6 +125,14 @@ def write_base_layer(layout: Layout, plan: LabPlan, node: NodePlan, testbed_pub:
     notice.write_text(APT_NOTICE)
     notice.chmod(0o755)
     (etc / "apt" / "apt.conf.d" / "00vm5k-testbed-offline").write_text(APT_CONF)
+    # root's home is a fresh system's (skeleton files), never the machine's /root (its tools and secrets)
+    root_home = files.base / "root"
+    root_home.mkdir(parents=True, exist_ok=True)
+    for name in (".bashrc", ".profile"):
+        if os.path.exists(f"/etc/skel/{name}"):
+            shutil.copyfile(f"/etc/skel/{name}", root_home / name)
+    (etc / "grid5000").mkdir(exist_ok=True)
+    (files.base / RELEASE_FILE).write_text(STANDARD_RELEASE + "\n")
 
 
 def mirror_attributes(source: Path, target: Path) -> None:
@@ -134,12 +150,13 @@ def write_init_config(layout: Layout, node: NodePlan) -> NodeFiles:
             continue
         (files.upper / entry).mkdir(parents=True, exist_ok=True)
         (files.work / entry).mkdir(parents=True, exist_ok=True)
-        # Only /etc has a base layer: overlayfs refuses a lower layer inside another one (/var), and
-        # the state folder may well be under /var.
+        # Only /etc and /root have a base layer: overlayfs refuses a lower layer inside another one
+        # (/var), and the state folder may well be under /var. /root's base replaces the machine's.
         lower = [str(files.base / entry)] if (files.base / entry).is_dir() else []
         for layer in (files.upper / entry, *map(Path, lower)):
             mirror_attributes(Path(f"/{entry}"), layer)
-        layers[entry] = {"lower": lower, "upper": str(files.upper / entry), "work": str(files.work / entry)}
+        layers[entry] = {"lower": lower, "upper": str(files.upper / entry), "work": str(files.work / entry),
+                         "replace": entry in REPLACED}
     files.root.mkdir(parents=True, exist_ok=True)
     write_json(files.init_json, {
         "hostname": node.fqdn,
@@ -148,6 +165,8 @@ def write_init_config(layout: Layout, node: NodePlan) -> NodeFiles:
         "layers": layers,
         # The testbed's files (keys, every node's layers) are none of the nodes' business.
         "hide": [str(layout.state_dir), str(DEFAULT_STATE_DIR.parent)],
+        # Grid'5000's NFS home: the same folder on every node
+        "binds": [[str(users.home(layout)), f"/home/{users.USER}"]],
         "daemons": [["virtlogd", "-d"], ["libvirtd", "-d"], ["/usr/sbin/sshd"]],
     })
     return files
@@ -241,6 +260,15 @@ def install_root_key(layout: Layout, node: NodePlan, authorized_keys: str | None
     keys = ssh_dir / "authorized_keys"
     keys.write_text(authorized_keys.strip() + "\n")
     keys.chmod(0o600)
+
+
+def write_release(layout: Layout, node: NodePlan, release: str | None) -> None:
+    """The deployed environment's `/etc/grid5000/release`, in the (stopped, wiped) node's writable layer."""
+    if not release:
+        return
+    target = NodeFiles(layout, node).upper / RELEASE_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(release + "\n")
 
 
 def nsenter_argv(init: ProcRef, argv: list[str]) -> list[str]:

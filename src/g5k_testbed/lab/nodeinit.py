@@ -67,12 +67,17 @@ def build_root(config: dict[str, Any]) -> str:
             if layer is None:
                 continue
             os.mkdir(target)
-            lowers = ":".join([*layer["lower"], source])
+            lowers = ":".join([*layer["lower"], *([] if layer.get("replace") else [source])])
             sh("mount", "-t", "overlay", f"vtb-{entry}", "-o",
                f"lowerdir={lowers},upperdir={layer['upper']},workdir={layer['work']}", target)
         elif entry in SHARED and os.path.isdir(source):
             os.mkdir(target)
             sh("mount", "--rbind", source, target)
+    for source, target in config.get("binds", []):  # shared folders (the users' NFS home)
+        if os.path.isdir(source):
+            inside = os.path.join(new_root, target.lstrip("/"))
+            os.makedirs(inside, exist_ok=True)
+            sh("mount", "--bind", source, inside)
     for entry, options in TMPFS.items():
         target = os.path.join(new_root, entry)
         os.makedirs(target, exist_ok=True)

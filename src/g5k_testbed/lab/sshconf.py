@@ -8,6 +8,12 @@ production FQDN, its short forms, and each `<node>-kavlan-<N>` name) gets a `Hos
       HostName paradoxe-1.rennes.grid5000.fr
       ProxyCommand /usr/bin/nsenter --net=/run/netns/vtb-1a2b3c-rennes /usr/bin/nc 172.16.101.1 %p
 
+Two configs are written. `ssh_config` is the testbed's own (admin) config: it carries the testbed key,
+which every node accepts whatever a deployment installed, for the testbed's work and tests' inspection.
+`ssh_config.routing` says only how to reach each node (ProxyCommand, host-key trust) and names no key and
+no user: a client given it gets in only with a key of its own that the node accepts (Kadeploy's, a
+user's key in the shared home), as on Grid'5000.
+
 A KaVLAN name only answers while the node is in that vlan (elsewhere its address is unreachable), as on
 Grid'5000. Host keys live in the state folder and survive deployments, so `known_hosts` stays valid and
 strict host-key checking works.
@@ -66,14 +72,18 @@ def node_aliases(node: NodePlan) -> list[str]:
     return [node.fqdn, f"{node.uid}.{node.site}", node.uid]
 
 
-def render_ssh_config(layout: Layout, plan: LabPlan) -> str:
+def render_ssh_config(layout: Layout, plan: LabPlan, *, admin: bool = True) -> str:
+    """The admin config (testbed key, root), or with `admin=False` the routing-only one."""
     nsenter = _tool("nsenter", "/usr/bin/nsenter")
     nc = _tool("nc", "/usr/bin/nc")
+    path = layout.ssh_config if admin else layout.routing_ssh_config
     lines = [
         f"# vm5k-testbed {layout.id}: the nodes of the testbed in {layout.state_dir}",
-        f"# Use: ssh -F {layout.ssh_config} root@<node>   (names: FQDN, <uid>.<site>, <uid>, KaVLAN names)",
-        "",
+        f"# Use: ssh -F {path} root@<node>   (names: FQDN, <uid>.<site>, <uid>, KaVLAN names)",
     ]
+    if not admin:
+        lines.append("# Routing only: no key and no user here; bring your own (ssh -i KEY), as on Grid'5000.")
+    lines.append("")
     for node in plan.nodes:
         entries: list[tuple[list[str], str, str]] = [
             (node_aliases(node), node.ip, layout.site_netns(node.site))]
@@ -88,9 +98,10 @@ def render_ssh_config(layout: Layout, plan: LabPlan) -> str:
                 f"Host {' '.join(names)}",
                 f"  HostName {names[0]}",
                 f"  ProxyCommand {nsenter} --net=/run/netns/{netns} {nc} {address} %p",
-                "  User root",
-                f"  IdentityFile {layout.private_key}",
-                "  IdentitiesOnly yes",
+            ]
+            if admin:
+                lines += ["  User root", f"  IdentityFile {layout.private_key}", "  IdentitiesOnly yes"]
+            lines += [
                 f"  UserKnownHostsFile {layout.known_hosts}",
                 "  GlobalKnownHostsFile /dev/null",
                 "  StrictHostKeyChecking yes",
@@ -115,4 +126,5 @@ def render_known_hosts(layout: Layout, plan: LabPlan) -> str:
 
 def write_client_files(layout: Layout, plan: LabPlan) -> None:
     layout.ssh_config.write_text(render_ssh_config(layout, plan))
+    layout.routing_ssh_config.write_text(render_ssh_config(layout, plan, admin=False))
     layout.known_hosts.write_text(render_known_hosts(layout, plan))

@@ -5,7 +5,9 @@ imports it: exactly as with Grid'5000, it only talks to its REST API and to its 
 module finds it through its command line — ``vm5k-testbed status --json`` says where its API and its SSH
 config are — and starts it (``vm5k-testbed up``) when it is not up, with the site and node count the
 request names (``-r rennes:2``). A testbed that is up is used as it is. The run then uses the Grid'5000
-platform with the testbed's API URL and SSH config.
+platform with the testbed's API URL and its routing-only SSH config (how to reach each node, no key): vm5k
+gets in with its own run key, which Kadeploy installed, exactly as on Grid'5000 — never with the
+testbed's admin key, so a node vm5k did not deploy (or whose job ended) refuses it.
 """
 
 from __future__ import annotations
@@ -51,8 +53,12 @@ class TestbedInfo:
 
     @property
     def not_up(self) -> list[str]:
-        """The nodes that are not up (a dead node is to the testbed what a Dead node is to Grid'5000)."""
-        return [str(node.get("name")) for node in self.nodes if node.get("state") != "up"]
+        """The nodes that are not up (a dead node is to the testbed what a Dead node is to Grid'5000).
+
+        A node being deployed counts as up: Kadeploy, or the reboot that ends a job, is working on it (its
+        API knows), and restarting the testbed then would race with that work.
+        """
+        return [str(node.get("name")) for node in self.nodes if node.get("state") not in ("up", "deploying")]
 
     @property
     def sites(self) -> dict[str, int]:
@@ -108,6 +114,8 @@ def parse_status(text: str) -> TestbedInfo | None:
         raise PlatformError(f"the testbed's status is not JSON: {_last_line(text)[:200]}") from None
     if not isinstance(data, dict) or not data.get("api") or not data.get("ssh_config"):
         return None
+    # the routing-only config; a testbed older than it only has its admin one
+    ssh_config = str(data.get("routing_ssh_config") or data["ssh_config"])
     state = str(data.get("state") or "up")
     pids = data.get("pids")
     pids = pids if isinstance(pids, dict) else {}
@@ -116,8 +124,7 @@ def parse_status(text: str) -> TestbedInfo | None:
     if state not in ("up", "degraded") or not api.get("alive", state == "up"):
         return None
     nodes = tuple(node for node in data.get("nodes") or () if isinstance(node, dict))
-    return TestbedInfo(str(data["api"]), str(data["ssh_config"]), data.get("image"), data.get("state_dir"),
-                       nodes, state)
+    return TestbedInfo(str(data["api"]), ssh_config, data.get("image"), data.get("state_dir"), nodes, state)
 
 
 def recorded(text: str) -> bool:
@@ -145,7 +152,7 @@ def ensure_testbed(site: str | None, nodes: int, state_dir: str | None = None) -
     restarted as it is (its nodes unchanged) when it is degraded."""
     text = _status_text(state_dir)
     info = parse_status(text)
-    if info is not None and info.state == "up":
+    if info is not None and (info.state == "up" or not info.not_up):
         return info
     if info is not None or recorded(text):
         # `up` again restarts what is not running (dead nodes, its API) and keeps the testbed's nodes

@@ -3,8 +3,11 @@
 Why a marker: Kadeploy leaves nothing vm5k can recognise, and the usual test ("is / on the 3rd
 partition?") is true for any deployed environment, not the one asked for, and false on the testbed's
 nodes (network namespaces, no partitions). So right after a successful deployment vm5k writes
-``/var/lib/vm5k/deployed`` (``environment=<name>`` and the deployment's id) on each host. A host counts as
-deployed when vm5k can log in as root with the run's key and the marker names the same environment.
+``/var/lib/vm5k/deployed`` (``environment=<name>``, the deployment's id and ``jobs=<site>:<id>,...``, the
+reservation it was deployed for) on each host. A host counts as deployed when vm5k can log in as root
+with the run's key, the marker names the same environment, and it names a job of this run's reservation:
+a node deployed under an earlier job, even one that somehow kept its system, is not provably deployed for
+this one and is deployed again.
 Kadeploy rewrites the whole system, and a host that went back to the standard environment (its job
 ended, Grid'5000 redeployed it) has no marker: both are deployed again. On the testbed, a deployment
 wipes what was written on the node, marker included, exactly the same way.
@@ -16,7 +19,7 @@ the access gateway) apply; tests use a `LocalRunner` and a marker path of their 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vm5k.remote import Runner, SyncRunner
@@ -26,12 +29,23 @@ log = logging.getLogger(__name__)
 MARKER = "/var/lib/vm5k/deployed"
 
 
-def marker_text(environment: str, deployment: str | None = None) -> str:
-    """The marker's content: ``key=value`` lines."""
+def marker_text(environment: str, deployment: str | None = None, jobs: str | None = None) -> str:
+    """The marker's content: ``key=value`` lines (`jobs`: the reservation's ``<site>:<id>``, by commas)."""
     lines = [f"environment={environment}"]
     if deployment:
         lines.append(f"deployment={deployment}")
+    if jobs:
+        lines.append(f"jobs={jobs}")
     return "\n".join(lines) + "\n"
+
+
+def job_keys(site: str, ids: Sequence[int]) -> str:
+    """How a marker names the jobs of a run on one site.
+
+    >>> job_keys("rennes", [1001, 1003])
+    'rennes:1001,rennes:1003'
+    """
+    return ",".join(f"{site}:{uid}" for uid in ids)
 
 
 def parse_marker(text: str) -> dict[str, str]:
@@ -61,24 +75,30 @@ class DeploymentMarker:
         with SyncRunner(self.runner_factory) as runner:
             return operation(runner)
 
-    def deployed(self, hosts: Sequence[str], environment: str) -> set[str]:
-        """The hosts that answer and carry a marker for `environment`."""
+    def deployed(self, hosts: Sequence[str], environment: str,
+                 jobs: Mapping[str, str] | None = None) -> set[str]:
+        """The hosts that answer and carry a marker for `environment` (and, with `jobs`, host →
+        ``job_keys`` of this run, naming one of those jobs)."""
         if not hosts:
             return set()
         results = self._call(lambda runner: runner.run(list(hosts), ["cat", self.path], timeout=self.timeout))
         found = set()
         for result in results:
-            if result.ok and parse_marker(result.stdout).get("environment") == environment:
+            marker = parse_marker(result.stdout) if result.ok else {}
+            wanted = set((jobs or {}).get(result.host, "").split(",")) - {""}
+            same_job = jobs is None or bool(wanted & set(marker.get("jobs", "").split(",")))
+            if result.ok and marker.get("environment") == environment and same_job:
                 found.add(result.host)
             else:
                 log.debug("%s is not deployed with %s (%s)", result.host, environment, result.describe())
         return found
 
-    def mark(self, hosts: Sequence[str], environment: str, deployment: str | None = None) -> list[str]:
+    def mark(self, hosts: Sequence[str], environment: str, deployment: str | None = None,
+             jobs: str | None = None) -> list[str]:
         """Write the marker on `hosts`; returns the hosts where that failed (logged, not fatal)."""
         if not hosts:
             return []
-        text = marker_text(environment, deployment)
+        text = marker_text(environment, deployment, jobs)
         results = self._call(lambda runner: runner.write_text(list(hosts), self.path, text, mode=0o644,
                                                               timeout=self.timeout))
         failed = [result.host for result in results if not result.ok]

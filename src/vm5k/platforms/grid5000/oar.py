@@ -221,7 +221,8 @@ def delete_job(api: ApiClient, site: str, job_id: int) -> bool:
 def wait_gone(api: ApiClient, jobs: Iterable[tuple[str, int]], *, timeout: float = 300.0,
               poll: float = 2.0, sleep: Callable[[float], None] = time.sleep,
               clock: Callable[[], float] = time.monotonic) -> dict[tuple[str, int], str]:
-    """Poll until every job left waiting/launching/running; returns their final states.
+    """Poll until every job reached its final state (a `finishing` job's nodes are still being rebooted
+    into the standard environment: not free yet); returns their final states.
 
     PlatformError when some are still live after `timeout` seconds.
     """
@@ -236,7 +237,7 @@ def wait_gone(api: ApiClient, jobs: Iterable[tuple[str, int]], *, timeout: float
                 if error.status != 404:
                     raise
                 state = "unknown"
-            if state not in LIVE_STATES:
+            if state not in ACTIVE_STATES:
                 states[(site, job_id)] = state
                 pending.discard((site, job_id))
         if not pending:

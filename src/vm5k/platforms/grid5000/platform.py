@@ -30,7 +30,7 @@ from vm5k.placement import NotEnoughCapacity, evacuate, place_unplaced
 from vm5k.platforms import ProgressCallback, ProgressItem, ProgressReport
 from vm5k.platforms.grid5000.api import ApiClient, ApiError
 from vm5k.platforms.grid5000.credentials import ApiConfig, load_api_config
-from vm5k.platforms.grid5000.deployed import DeploymentMarker
+from vm5k.platforms.grid5000.deployed import DeploymentMarker, job_keys
 from vm5k.platforms.grid5000.hosts import (
     JOB,
     apply_jobs,
@@ -523,18 +523,20 @@ class Grid5000Platform:
         for deployment in record.deployments:
             for node in deployment.nodes:
                 tries[node] = tries.get(node, 0) + 1
+        run_jobs = self._run_jobs(topo, record)
         pending = [d for d in record.deployments if d.status not in FINAL]
         if pending:
             log.info("waiting for the deployments started before: %s", ", ".join(d.uid for d in pending))
             self._wait_deployments(pending)
-            self._absorb(pending, by_node, done, failed, options.environment.name)
+            self._absorb(pending, by_node, done, failed, options.environment.name, run_jobs)
         fresh = [h for h in hosts if h.id not in done and not tries.get(node_of(h))]
         if fresh and record.vlan and not options.forcedeploy and self.marker is not None:
             # only nodes already in the run's vlan can have been deployed for it (and answer to its names)
             inside = self._in_vlan(topo, fresh, record.vlan)
             fresh = [h for h in fresh if node_of(h) in inside]
         if fresh and not options.forcedeploy and self.marker is not None:
-            already = self.marker.deployed([h.id for h in fresh], options.environment.name)
+            # deployed for THIS reservation only: a marker left by an earlier job proves nothing now
+            already = self.marker.deployed([h.id for h in fresh], options.environment.name, run_jobs)
             if already:
                 log.info("%d hosts are already deployed with %s: not deploying them again", len(already),
                          options.environment.name)
@@ -550,7 +552,7 @@ class Grid5000Platform:
             for host in batch:
                 tries[node_of(host)] = tries.get(node_of(host), 0) + 1
             self._wait_deployments(records)
-            self._absorb(records, by_node, done, failed, options.environment.name)
+            self._absorb(records, by_node, done, failed, options.environment.name, run_jobs)
         for host in hosts:
             if host.id in done:
                 host.state, host.reason = HOST_OK, None
@@ -610,8 +612,16 @@ class Grid5000Platform:
 
         wait_deployments(self.api, records, poll=self.poll, sleep=self.sleep, progress=report)
 
+    @staticmethod
+    def _run_jobs(topo: Topology, record: Grid5000Record) -> dict[str, str]:
+        """Host → the run's jobs on its site, as the deployment marker names them."""
+        index = topo.host_index()
+        sites = {host.id: index[host.id][0].id for host in topo.hosts()}
+        return {host: job_keys(site, [job.id for job in record.jobs if job.site == site])
+                for host, site in sites.items()}
+
     def _absorb(self, records: Sequence[DeploymentRecord], by_node: dict[str, Host], done: set[str],
-                failed: dict[str, str], env_name: str) -> None:
+                failed: dict[str, str], env_name: str, run_jobs: dict[str, str]) -> None:
         ok_hosts: list[tuple[str, str]] = []
         for deployment in records:
             for node in deployment.nodes:
@@ -622,7 +632,9 @@ class Grid5000Platform:
                     ok_hosts.append((by_node[node].id, deployment.uid))
         if self.marker is not None and ok_hosts:
             for uid in dict.fromkeys(uid for _, uid in ok_hosts):
-                self.marker.mark([h for h, u in ok_hosts if u == uid], env_name, uid)
+                hosts = [h for h, u in ok_hosts if u == uid]
+                for jobs in dict.fromkeys(run_jobs.get(h, "") for h in hosts):
+                    self.marker.mark([h for h in hosts if run_jobs.get(h, "") == jobs], env_name, uid, jobs)
         done.update(h for h, _ in ok_hosts)
 
     def _replace_vms(self, topo: Topology, record: Grid5000Record, ko: Sequence[Host]) -> None:
