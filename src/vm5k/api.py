@@ -43,7 +43,7 @@ from vm5k.placement import max_vms as count_max_vms
 from vm5k.remote.results import HostResult, Results
 from vm5k.request import Request, build_request, parse_vm_template
 from vm5k.runstate import RunRecord
-from vm5k.topology import VM, VM_OK, Host, Topology
+from vm5k.topology import VM, VM_OK, VM_STOPPED, Host, Topology
 
 if TYPE_CHECKING:
     from vm5k.remote import SshRunner
@@ -112,6 +112,8 @@ class Run:
         self._ssh: SshRunner | None = None
         self.topology = Topology()
         self.record: RunRecord
+        #: what the last operation asked with ``dry_run=True`` would have done (None after a real one)
+        self.change_plan: str | None = None
         self.reload()
 
     @classmethod
@@ -167,8 +169,9 @@ class Run:
 
     @property
     def ko(self) -> dict[str, str]:
-        """VM id → why it is not OK, for every VM that does not answer SSH."""
-        return {vm.id: vm.reason or vm.state for vm in self.vms if vm.state != VM_OK}
+        """VM id → why it is not OK, for every VM that does not answer SSH (a VM stopped on purpose,
+        state ``stopped``, is not KO)."""
+        return {vm.id: vm.reason or vm.state for vm in self.vms if vm.state not in (VM_OK, VM_STOPPED)}
 
     @property
     def job_id(self) -> str | None:
@@ -250,6 +253,81 @@ class Run:
     async def adestroy(self, *, keep_job: bool = False) -> Run:
         """`destroy` for async callers."""
         return await asyncio.to_thread(functools.partial(self.destroy, keep_job=keep_job))
+
+    # -- changing the fleet --------------------------------------------------------------------------
+
+    def _change(self, operation: str, vms: Any, dry_run: bool, grace: Any = None) -> Run:
+        from vm5k import change
+
+        wait = change.check_grace(change.DEFAULT_GRACE if grace is None else grace)
+        if dry_run:  # read from the record alone: no lock taken, no host contacted, nothing written
+            self.reload()
+            change.check_changeable(self.record, self.outdir, operation)
+            self.change_plan = change.describe(operation, change.select_vms(self.topology, vms, operation),
+                                               grace=wait)
+            log.info("dry run, nothing touched: %s", self.change_plan)
+            return self
+        change.select_vms(self.topology, vms, operation)  # an unknown VM is refused before the lock
+        self.change_plan = None
+
+        def body(workflow: Any, context: Any) -> None:
+            change.change(context, operation, vms, grace=wait)
+
+        return self._operate(operation, body)
+
+    def stop(self, vms: Any = None, *, grace: float = 60, dry_run: bool = False) -> Run:
+        """Shut these VMs down (every VM when `vms` is None; ids, VM objects or ``"vm-1,vm-2"``), forced
+        off after `grace` seconds, as ``vm5k --stop OUTDIR [VMS] [--grace S]``. Their state becomes
+        ``stopped`` (not KO: ``run.ok`` stays true); disks and addresses are kept for `start`.
+        `dry_run`: only say what would happen (``run.change_plan``), touching nothing.
+
+        >>> run.stop(["vm-2"], grace=10).vms[1].state  # doctest: +SKIP
+        'stopped'
+        """
+        return self._change("stop", vms, dry_run, grace)
+
+    def start(self, vms: Any = None, *, dry_run: bool = False) -> Run:
+        """Start these VMs again (every VM when None) and wait until they answer SSH (``vm5k --start``).
+
+        >>> run.start("vm-2").ko  # doctest: +SKIP
+        {}
+        """
+        return self._change("start", vms, dry_run)
+
+    def reboot(self, vms: Any = None, *, grace: float = 60, dry_run: bool = False) -> Run:
+        """Reboot these VMs (every VM when None): a clean shutdown forced off after `grace` seconds, a
+        start, a wait until they answer SSH (``vm5k --reboot``). The guest's uptime starts again.
+
+        >>> run.reboot().ok  # doctest: +SKIP
+        True
+        """
+        return self._change("reboot", vms, dry_run, grace)
+
+    def reset(self, vms: Any = None, *, dry_run: bool = False) -> Run:
+        """Give these VMs (every VM when None) a fresh disk from their backing file and boot them on it,
+        with the same id, IP, MAC and host (``vm5k --reset``); what they wrote is gone, their new host
+        keys replace the old ones in the outdir's ``known_hosts``.
+
+        >>> run.reset("vm-1").ok  # doctest: +SKIP
+        True
+        """
+        return self._change("reset", vms, dry_run)
+
+    async def astop(self, vms: Any = None, *, grace: float = 60, dry_run: bool = False) -> Run:
+        """`stop` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.stop, vms, grace=grace, dry_run=dry_run))
+
+    async def astart(self, vms: Any = None, *, dry_run: bool = False) -> Run:
+        """`start` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.start, vms, dry_run=dry_run))
+
+    async def areboot(self, vms: Any = None, *, grace: float = 60, dry_run: bool = False) -> Run:
+        """`reboot` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.reboot, vms, grace=grace, dry_run=dry_run))
+
+    async def areset(self, vms: Any = None, *, dry_run: bool = False) -> Run:
+        """`reset` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.reset, vms, dry_run=dry_run))
 
     # -- using the fleet ---------------------------------------------------------------------------------
 

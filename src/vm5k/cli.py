@@ -124,6 +124,16 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
     again.add_argument("--destroy", metavar="OUTDIR",
                        help="remove the VMs and disks of the run in OUTDIR\n"
                             "and end its reservation")
+    for action, what in (("stop", "shut down (forced off after --grace) VMS of the run\n"
+                                  "in OUTDIR (default: all)"),
+                         ("start", "start the stopped VMS of the run in OUTDIR (default: all)"),
+                         ("reboot", "reboot VMS of the run in OUTDIR (default: all)"),
+                         ("reset", "give VMS of the run in OUTDIR (default: all) a fresh disk\n"
+                                   "from their backing file, same id, IP, MAC and host")):
+        again.add_argument(f"--{action}", nargs="+", metavar=("OUTDIR", "VMS"), help=what)
+    mode.add_argument("--grace", metavar="SECONDS",
+                      help="with --stop and --reboot: seconds a VM has to shut\n"
+                           "down cleanly before it is forced off (default 60)")
     mode.add_argument("--keep-job", "--keep_job", dest="keep_job", action="store_true", default=None,
                       help="with --destroy: keep the reservation running")
 
@@ -254,6 +264,11 @@ def _run(argv: Sequence[str], now: datetime | None = None) -> int:
         args["outdir"] = outdir.default_outdir(now)
     api = _api()
     with _sigterm_as_sigint():
+        for action in CHANGES:
+            if args.get(action) is not None:
+                return _change(api, action, args)
+        if args.get("grace") is not None:
+            raise UsageError("--grace goes with --stop or --reboot")
         for action in ("resume", "destroy"):
             if args.get(action) is not None:
                 request_from_options(args, default_outdir=args["outdir"])  # the checks: no deployment option
@@ -272,6 +287,33 @@ def _run(argv: Sequence[str], now: datetime | None = None) -> int:
             return EXIT_OK
         run = api.deploy(progress=True, **keywords)
         return EXIT_OK if run.ok else EXIT_FAILURE
+
+
+#: The options that change a running fleet: each a method of `vm5k.Run` with the same name.
+CHANGES = ("stop", "start", "reboot", "reset")
+
+
+def _change(api: Any, action: str, args: dict[str, Any]) -> int:
+    """``--stop/--start/--reboot/--reset OUTDIR [VMS]``: the run's method, or what it would do (--dry-run)."""
+    values = args[action]
+    if len(values) > 2:
+        raise UsageError(f"--{action} takes OUTDIR and at most one comma separated list of VMs, "
+                         f"not {' '.join(values[2:])!r}")
+    given = [name for name in (*DEPLOY_OPTIONS, "keep_job") if args.get(name) not in (None, False)]
+    if given:
+        raise UsageError(f"--{action} changes the run recorded in its outdir: "
+                         f"--{given[0].replace('_', '-')} cannot be given with it")
+    if args.get("grace") is not None and action not in ("stop", "reboot"):
+        raise UsageError("--grace goes with --stop or --reboot")
+    vms = values[1] if len(values) == 2 else None
+    run = api.Run.load(values[0], api=args.get("api"), ssh_config=args.get("ssh_config"), progress=True)
+    options = {"grace": args["grace"]} if args.get("grace") is not None else {}
+    getattr(run, action)(vms, dry_run=bool(args.get("dry_run")), **options)
+    if run.change_plan is not None:
+        sys.stdout.write(f"vm5k dry run: nothing touched\n{run.change_plan}\n")
+        sys.stdout.flush()
+        return EXIT_OK
+    return EXIT_OK if run.ok else EXIT_FAILURE
 
 
 def _guard(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str]) -> int:
