@@ -313,6 +313,72 @@ class Run:
         """
         return self._change("reset", vms, dry_run)
 
+    def add(self, n_vm: int | str, *, vm_template: str | None = None, dry_run: bool = False) -> Run:
+        """Add `n_vm` VMs to the run (``vm5k --resume OUTDIR -n TOTAL [-t TEMPLATE]``, where -n is the new
+        total): new ids (never one the run had), the run's template unless `vm_template` is given, placed
+        on the run's hosts by its distribution and capacity rule, addresses from its pool, names in its
+        DNS; waited until they answer SSH. No room: `UsageError` before anything starts.
+
+        >>> [vm.id for vm in run.add(2).vms]  # doctest: +SKIP
+        ['vm-1', 'vm-2', 'vm-3', 'vm-4']
+        """
+        from vm5k import resize
+
+        count = resize.check_count(n_vm)
+        template = parse_vm_template(vm_template) if vm_template is not None else None
+        if dry_run:
+            self.reload()
+            from vm5k.change import check_changeable
+            from vm5k.placement import PlacementPolicy
+
+            check_changeable(self.record, self.outdir, "add VMs to")
+            policy = self.record.placement or PlacementPolicy()
+            after = resize.planned_additions(self.topology, count, template, policy)
+            self.change_plan = resize.describe_additions(self.topology, after)
+            log.info("dry run, nothing touched: %s", self.change_plan)
+            return self
+        self.change_plan = None
+
+        def body(workflow: Any, context: Any) -> None:
+            resize.add(context, count, template)
+
+        return self._operate("add", body)
+
+    def remove(self, vms: Any, *, dry_run: bool = False) -> Run:
+        """Remove these VMs from the run (``vm5k --remove OUTDIR vm-7,vm-8``): their domains and disks on
+        every host, their addresses (free for the next VMs) and DNS names; their ids are never given again.
+
+        >>> [vm.id for vm in run.remove("vm-2").vms]  # doctest: +SKIP
+        ['vm-1']
+        """
+        from vm5k import resize
+        from vm5k.change import check_changeable, select_vms
+
+        if vms is None:
+            raise UsageError("remove: name the VMs to remove (vm-7,vm-8); destroy() removes a whole run")
+        if dry_run:
+            self.reload()
+            check_changeable(self.record, self.outdir, "remove VMs from")
+            self.change_plan = resize.describe_removal(select_vms(self.topology, vms, "remove"))
+            log.info("dry run, nothing touched: %s", self.change_plan)
+            return self
+        select_vms(self.topology, vms, "remove")
+        self.change_plan = None
+
+        def body(workflow: Any, context: Any) -> None:
+            resize.remove(context, vms)
+
+        return self._operate("remove", body)
+
+    async def aadd(self, n_vm: int | str, *, vm_template: str | None = None, dry_run: bool = False) -> Run:
+        """`add` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.add, n_vm, vm_template=vm_template,
+                                                         dry_run=dry_run))
+
+    async def aremove(self, vms: Any, *, dry_run: bool = False) -> Run:
+        """`remove` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.remove, vms, dry_run=dry_run))
+
     async def astop(self, vms: Any = None, *, grace: float = 60, dry_run: bool = False) -> Run:
         """`stop` for async callers."""
         return await asyncio.to_thread(functools.partial(self.stop, vms, grace=grace, dry_run=dry_run))

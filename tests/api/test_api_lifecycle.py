@@ -89,5 +89,42 @@ def test_stop_start_reboot_reset(testbed: LabTestbed, runs: Runs) -> None:
         saved = json.loads((out / "topology.json").read_text())["meta"]["run"]
         assert saved["status"] == "done" and run.status == "done"
         assert "vm-1" in (out / "final_topo.xml").read_text()
+
+        # more VMs: -n with --resume is the new total; a lower one points to --remove; no room is one line
+        lower = runs.run("--resume", str(out), "-n", "1")
+        assert lower.returncode == 2 and "vm5k --remove" in lower.stderr, lower.stderr
+        full = runs.run("--resume", str(out), "-n", "900")
+        assert full.returncode == 2 and full.stderr.strip().splitlines()[-1].startswith("vm5k: error:")
+        before = (out / "topology.json").read_bytes()
+        shown = runs.run("--resume", str(out), "-n", "3", "--dry-run")
+        assert shown.returncode == 0 and "add 1 VM" in shown.stdout and "vm-3 on" in shown.stdout, shown
+        assert (out / "topology.json").read_bytes() == before
+        grown = runs.run("--resume", str(out), "-n", "3", "-t", '<vm mem="192" hdd="2" n_cpu="1"/>')
+        assert grown.returncode == 0, grown.stderr
+        run.reload()
+        assert [(vm.id, vm.state) for vm in run.vms] == [("vm-1", "OK"), ("vm-2", "OK"), ("vm-3", "OK")]
+        assert run.vms[2].mem == 192 and ssh_vm(out, "vm-3").stdout.strip() == "vm-3"
+        host = run.vms[0].host
+        names = f"/tmp/vm5k/runs/{run.run_id}/dnsmasq/hosts"
+
+        def dns_names() -> dict[str, str]:
+            answer = run.run(["cat", names], on=run.topology.meta["hypervisor"]["service_node"])[0]
+            assert answer.ok, answer.describe()
+            return {line.split()[1]: line.split()[0] for line in answer.stdout.splitlines()}
+
+        assert dns_names() == {vm.id: vm.ip for vm in run.vms}
+
+        # fewer VMs: vm-1 removed (domain, disk, address, name); its id is not reused, its address is
+        removed = runs.run("--remove", str(out))
+        assert removed.returncode == 2 and "--remove needs the VMs" in removed.stderr
+        freed = run.vms[0].ip
+        assert run.remove("vm-1").ok and [vm.id for vm in run.vms] == ["vm-2", "vm-3"]
+        assert "vm-1" not in vms_of(out) and "vm-1" not in (out / "ssh_config").read_text()
+        assert dns_names() == {vm.id: vm.ip for vm in run.vms}
+        left = run.run(["sh", "-c", f"ls /tmp/vm5k/runs/{run.run_id}/disks; virsh -q list --all --name"],
+                       on=host)[0]
+        assert left.ok and "vm-1" not in left.stdout and "vm-2" in left.stdout, left.stdout
+        assert [vm.id for vm in run.add(1).vms] == ["vm-2", "vm-3", "vm-4"]
+        assert run.ok and run.vms[2].ip == freed and ssh_vm(out, "vm-4").stdout.strip() == "vm-4"
     finally:
         run.close()

@@ -160,7 +160,8 @@ class FleetChange:
     async def reboot(self, host: str, vms: list[VM], grace: float) -> dict[str, str | None]:
         stopped = await self.stop(host, vms, grace)
         down = [vm for vm in vms if stopped[vm.id] is None]
-        outcome = {vm.id: f"stop: {why}" for vm in vms if (why := stopped[vm.id]) is not None}
+        outcome: dict[str, str | None] = {vm.id: f"stop: {why}" for vm in vms
+                                          if (why := stopped[vm.id]) is not None}
         outcome.update(await self.start(host, down) if down else {})
         return outcome
 
@@ -228,3 +229,69 @@ async def change_vms(topo: Topology, ssh: TunnelRunner, settings: RunSettings, o
     vms = [vm for vm in topo.vms() if vm.id in wanted]
     await FleetChange(topo, ssh, settings).apply(operation, vms, grace)
     return topo
+
+
+#: Then triples: domain name, then the VM's files on the host as one colon separated list. Removes the
+#: domain (stopped and undefined) and the files. Prints "gone <name>" or "left <name> <why>".
+REMOVE_SCRIPT = r"""
+set -u
+while [ $# -ge 2 ]; do
+    name=$1 files=$2
+    shift 2
+    virsh -q -c qemu:///system destroy "$name" >/dev/null 2>&1
+    virsh -q -c qemu:///system undefine "$name" >/dev/null 2>&1
+    if virsh -q -c qemu:///system dominfo "$name" >/dev/null 2>&1; then
+        echo "left $name domain still defined"; continue
+    fi
+    old=$IFS; IFS=:
+    for f in $files; do rm -rf -- "$f"; done
+    IFS=$old
+    echo "gone $name"
+done
+"""
+
+
+def remove_command(layout: HostLayout, vm_ids: Iterable[str]) -> list[str]:
+    """Remove these VMs' domains and files (disk, seed, domain XML, console) from a host."""
+    args: list[str] = []
+    for vm in vm_ids:
+        files = (layout.disk(vm), layout.seed_dir(vm), layout.seed_iso(vm), layout.domain_xml(vm),
+                 layout.console(vm))
+        args += [layout.domain_name(vm), ":".join(files)]
+    return ["sh", "-c", REMOVE_SCRIPT, "vm5k-remove", *args]
+
+
+async def remove_vms(topo: Topology, ssh: TunnelRunner, settings: RunSettings,
+                     vm_ids: Iterable[str]) -> dict[str, str | None]:
+    """Remove these VMs' domains and files from every host that may hold them (their own host; every host
+    the run provisioned with ``-l all``); VM id → None (gone everywhere) or why not. The topology is not
+    changed: the caller takes the VMs out of it once they are gone."""
+    layout = settings.layout
+    ids = list(vm_ids)
+    vms = [vm for vm in topo.vms() if vm.id in set(ids)]
+    provisioned = [host.id for host in topo.hosts() if host.extra.get("provisioned")]
+    targets: dict[str, list[str]] = {}
+    for vm in vms:
+        where = set(provisioned) if settings.disk_location == "all" else set()
+        if vm.host:
+            where.add(vm.host)
+        for host in where:
+            targets.setdefault(host, []).append(vm.id)
+    outcome: dict[str, str | None] = {vm_id: None for vm_id in ids}
+
+    async def on(host: str, mine: list[str]) -> None:
+        result = (await ssh.run([host], remove_command(layout, mine), timeout=300))[0]
+        said: dict[str, str | None] = {}
+        for line in result.stdout.splitlines():
+            word, _, rest = line.partition(" ")
+            name, _, why = rest.partition(" ")
+            vm = layout.vm_of_domain(name)
+            if vm is not None:
+                said[vm] = None if word == "gone" else why or "left"
+        for vm_id in mine:
+            left = said.get(vm_id, result.describe() if not result.ok else "no outcome")
+            if left is not None and outcome.get(vm_id) is None:
+                outcome[vm_id] = f"on {host}: {short(left, 300)}"
+
+    await asyncio.gather(*(on(host, mine) for host, mine in targets.items()))
+    return outcome
