@@ -379,6 +379,44 @@ class Run:
         """`remove` for async callers."""
         return await asyncio.to_thread(functools.partial(self.remove, vms, dry_run=dry_run))
 
+    def migrate(self, moves: Any, *, parallel: int = 2, dry_run: bool = False) -> Run:
+        """Live-migrate VMs to other hosts of the run (``vm5k --migrate OUTDIR vm-3=paradoxe-2[,...]``):
+        `moves` maps VM ids to hosts (ids or short names), or is the shell's ``"vm-3=paradoxe-2"`` text;
+        at most `parallel` at a time. The VMs keep running (same id, IP, MAC, name; processes and TCP
+        connections survive); the outdir shows their new hosts. Refused in one line before anything moves:
+        an unknown VM or host, another accelerator, no room on the destination. A migration that fails
+        raises `DeploymentError` (the VM runs on at its source).
+
+        >>> run.migrate({"vm-3": "paradoxe-2"}).vms[2].host  # doctest: +SKIP
+        'paradoxe-2.rennes.grid5000.fr'
+        """
+        from vm5k import migrate as migration
+
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= 64:
+            raise UsageError(f"parallel: {parallel!r} must be a whole number from 1 to 64")
+        from vm5k.placement import PlacementPolicy
+
+        self.reload()
+        from vm5k.change import check_changeable
+
+        check_changeable(self.record, self.outdir, "migrate")
+        planned = migration.plan_moves(self.topology, moves, self.record.placement or PlacementPolicy())
+        if dry_run:
+            self.change_plan = migration.describe(planned)
+            log.info("dry run, nothing touched: %s", self.change_plan)
+            return self
+        self.change_plan = None
+
+        def body(workflow: Any, context: Any) -> None:
+            migration.migrate(context, moves, parallel)
+
+        return self._operate("migrate", body)
+
+    async def amigrate(self, moves: Any, *, parallel: int = 2, dry_run: bool = False) -> Run:
+        """`migrate` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.migrate, moves, parallel=parallel,
+                                                         dry_run=dry_run))
+
     async def astop(self, vms: Any = None, *, grace: float = 60, dry_run: bool = False) -> Run:
         """`stop` for async callers."""
         return await asyncio.to_thread(functools.partial(self.stop, vms, grace=grace, dry_run=dry_run))

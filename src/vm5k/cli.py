@@ -133,6 +133,11 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
                          ("reset", "give VMS of the run in OUTDIR (default: all) a fresh disk\n"
                                    "from their backing file, same id, IP, MAC and host")):
         again.add_argument(f"--{action}", nargs="+", metavar=("OUTDIR", "VMS"), help=text)
+    again.add_argument("--migrate", nargs="+", metavar=("OUTDIR", "VM=HOST"),
+                       help="live-migrate VMs of the run in OUTDIR to other hosts\n"
+                            "of the run: vm-3=paradoxe-2[,vm-5=paradoxe-1]")
+    mode.add_argument("--parallel", metavar="N",
+                      help="with --migrate: migrations at a time (default 2)")
     again.add_argument("--remove", nargs="+", metavar=("OUTDIR", "VMS"),
                        help="remove VMS (vm-7,vm-8) of the run in OUTDIR: domains,\n"
                             "disks, addresses and names freed")
@@ -274,6 +279,8 @@ def _run(argv: Sequence[str], now: datetime | None = None) -> int:
                 return _change(api, action, args)
         if args.get("grace") is not None:
             raise UsageError("--grace goes with --stop or --reboot")
+        if args.get("parallel") is not None:
+            raise UsageError("--parallel goes with --migrate")
         if args.get("resume") is not None and (args.get("n_vm") is not None
                                                or args.get("vm_template") is not None):
             return _grow(api, args)
@@ -298,7 +305,7 @@ def _run(argv: Sequence[str], now: datetime | None = None) -> int:
 
 
 #: The options that change a running fleet: each a method of `vm5k.Run` with the same name.
-CHANGES = ("stop", "start", "reboot", "reset", "remove")
+CHANGES = ("stop", "start", "reboot", "reset", "remove", "migrate")
 
 
 def _grow(api: Any, args: dict[str, Any]) -> int:
@@ -307,7 +314,7 @@ def _grow(api: Any, args: dict[str, Any]) -> int:
     if args.get("n_vm") is None:
         raise UsageError("-t with --resume goes with -n TOTAL (the run's new number of VMs)")
     others = {"n_vm", "vm_template"}
-    given = [name for name in (*DEPLOY_OPTIONS, "keep_job", "grace") if name not in others
+    given = [name for name in (*DEPLOY_OPTIONS, "keep_job", "grace", "parallel") if name not in others
              and args.get(name) not in (None, False)]
     if given:
         raise UsageError(f"--resume -n adds VMs to the run recorded in its outdir: "
@@ -343,12 +350,21 @@ def _change(api: Any, action: str, args: dict[str, Any]) -> int:
                          f"--{given[0].replace('_', '-')} cannot be given with it")
     if args.get("grace") is not None and action not in ("stop", "reboot"):
         raise UsageError("--grace goes with --stop or --reboot")
+    if args.get("parallel") is not None and action != "migrate":
+        raise UsageError("--parallel goes with --migrate")
     vms = values[1] if len(values) == 2 else None
     if action == "remove" and vms is None:
         raise UsageError("--remove needs the VMs to remove: --remove OUTDIR vm-7,vm-8 (--destroy removes a "
                          "whole run)")
+    if action == "migrate" and vms is None:
+        raise UsageError("--migrate needs VM=HOST pairs: --migrate OUTDIR vm-3=paradoxe-2[,vm-5=paradoxe-1]")
     run = api.Run.load(values[0], api=args.get("api"), ssh_config=args.get("ssh_config"), progress=True)
     options: dict[str, Any] = {"grace": args["grace"]} if args.get("grace") is not None else {}
+    if args.get("parallel") is not None:
+        text = str(args["parallel"]).strip()
+        if not text.isdigit():
+            raise UsageError(f"--parallel: {args['parallel']!r} is not a whole number")
+        options["parallel"] = int(text)
     getattr(run, action)(vms, dry_run=bool(args.get("dry_run")), **options)
     if run.change_plan is not None:
         sys.stdout.write(f"vm5k dry run: nothing touched\n{run.change_plan}\n")

@@ -21,7 +21,7 @@ EXAMPLES = ROOT / "examples"
 
 #: The command's options that are not keywords: methods of Run, plan(), logging, help and version.
 NOT_KEYWORDS = {"resume", "destroy", "keep_job", "dry_run", "verbose", "quiet", "help", "version",
-                "stop", "start", "reboot", "reset", "remove", "grace"}
+                "stop", "start", "reboot", "reset", "remove", "migrate", "grace", "parallel"}
 
 
 def test_the_keywords_are_the_commands_long_options() -> None:
