@@ -225,9 +225,12 @@ class Run:
         True
         """
         def body(workflow: Any, context: Any) -> None:
+            from vm5k.migrate import settle_interrupted
+
             workflow.check_resumable(context)
             context.record.dry_run = False
             context.record.status = "running"
+            settle_interrupted(context)  # a migration cut halfway: the VM is kept where it runs
             workflow.execute(context)
 
         return self._operate("resume", body)

@@ -22,7 +22,7 @@ from typing import Any
 from vm5k import outdir
 from vm5k.change import check_changeable, finished
 from vm5k.errors import DeploymentError, UsageError
-from vm5k.hypervisor.migration import KEY_COMMENT, Migrations, Move, make_key
+from vm5k.hypervisor.migration import KEY_COMMENT, Migrations, Move, make_key, settle
 from vm5k.placement import NotEnoughCapacity, place
 from vm5k.runstate import RUNNING
 from vm5k.topology import HOST_OK, VM, VM_OK, Host, Topology
@@ -159,3 +159,28 @@ def migrate(context: Any, moves: Any, parallel: int = DEFAULT_PARALLEL) -> dict[
         raise DeploymentError("migration failed for "
                               + "; ".join(f"{vm}: {why}" for vm, why in failed.items()))
     return outcome
+
+
+def settle_interrupted(context: Any) -> list[str]:
+    """Before a resume: for each migration recorded as begun and not finished, ask both hosts where the
+    VM runs, keep that one and clean the other (`vm5k.hypervisor.migration.settle`); saves the record.
+    Returns the VMs settled."""
+    topo: Topology = context.topology
+    intents = dict(topo.meta.get(INTENT_KEY) or {})
+    if not intents:
+        return []
+    settings = context.hypervisor_settings(topo)
+    moves = [Move(vm, str(where["from"]), str(where["to"])) for vm, where in intents.items()
+             if topo.find_vm(vm) is not None]
+
+    async def work(ssh: Any) -> Topology:
+        for move in moves:
+            await settle(topo, ssh, settings, move)
+            topo.meta[INTENT_KEY].pop(move.vm, None)
+        return topo
+
+    with context.reporter.step("migrate", f"settle {len(moves)} interrupted migrations"):
+        context.run_async(work)
+    topo.meta.pop(INTENT_KEY, None)
+    context.save(topo)
+    return [move.vm for move in moves]

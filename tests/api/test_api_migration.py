@@ -2,16 +2,18 @@
 connection to it stays open; both survive, a file synced to its root disk before is read back after the
 destination's and the guest's page caches were dropped, and the outdir shows the new host. A migration to
 a full host (each host holds one tiny VM: ``--host-reserve``) is refused in one line and nothing moves.
-Destroy removes the run's migration key from the hosts.
+A migration whose vm5k is killed once it has begun is settled by a resume (the VM kept where it runs, the
+other host cleaned). Destroy removes the run's migration key from the hosts.
 """
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 
 import pytest
-from vm5k_driver import TINY, Runs, node_script, ssh_vm, vms_of
+from vm5k_driver import TINY, Runs, node_script, record, ssh_vm, state, vms_of
 
 import vm5k
 from lab_fixtures import LabTestbed
@@ -86,6 +88,21 @@ def test_live_migration(testbed: LabTestbed, runs: Runs) -> None:
         assert "migrations" not in run.topology.meta
         listed = run.run(["virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"], on=first)[0]
         assert listed.ok and f"vm5k_{run.run_id}_" not in listed.stdout
+
+        # a migration back, its vm5k killed (-9) once it has begun: a resume keeps the VM where it runs
+        back = runs.start("--migrate", str(out), f"vm-1={first.split('.')[0]}", outdir=out)
+        back.wait_for("live migration from", timeout=300)
+        time.sleep(1)
+        back.send(signal.SIGKILL)
+        back.finish(timeout=60)
+        assert record(out)["status"] == "running" and "migrations" in state(out)["meta"]
+        assert run.resume().ok, run.ko
+        where = run.vms[0].host
+        assert "migrations" not in run.topology.meta and vms_of(out)["vm-1"]["host"] == where
+        for host in (first, second):
+            names = run.run(["virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"], on=host)[0]
+            assert names.ok and (f"vm5k_{run.run_id}_vm-1" in names.stdout) == (host == where), (host, where)
+        assert ssh_vm(out, "vm-1", "cat /root/stream").stdout == "before\nafter\n"
 
         run.destroy()
         for node in (first, second):

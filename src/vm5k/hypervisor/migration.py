@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import asyncssh
 
 from vm5k.errors import RemoteError
+from vm5k.hypervisor import lifecycle
 from vm5k.hypervisor.layout import HostLayout
 from vm5k.hypervisor.operations import FleetChange, remove_command
 from vm5k.hypervisor.settings import RunSettings
@@ -201,6 +202,7 @@ class Migrations:
             address = str(self.topo.host(move.dest).extra.get("address"))
             script = ["sh", "-c", MIGRATE_SCRIPT, "vm5k-migrate", self.layout.domain_name(move.vm),
                       libvirt_uri(address, self.layout), address]
+            log.info("%s: live migration from %s to %s begun", move.vm, move.source, move.dest)
             result = (await self.ssh.run([move.source], script, timeout=3600))[0]
             if not result.ok or "moved" not in result.stdout:
                 await self._clean(move.dest, move.vm)
@@ -246,3 +248,39 @@ class Migrations:
         except (RemoteError, OSError) as error:
             log.warning("cleaning %s after a failed migration of %s: %s", host, vm_id, error)
 
+
+
+async def settle(topo: Topology, ssh: TunnelRunner, settings: RunSettings, move: Move) -> str:
+    """After an interrupted migration: ask both hosts where the VM's domain runs (or sits paused), keep
+    that one, remove the other; returns the host kept. Where both have it (a migration cut halfway, the
+    source still running it), the source wins; where neither runs it, the host that still defines it (the
+    source first) is kept and the VM is left for the VMs step to restart."""
+    layout = settings.layout
+    states: dict[str, str] = {}
+    for host in (move.source, move.dest):
+        result = (await ssh.run([host], lifecycle.states_command(layout), timeout=60))[0]
+        if not result.ok:
+            raise RemoteError(f"{host}: {result.describe()}")
+        states[host] = lifecycle.parse_states(result.stdout, layout).get(move.vm, "")
+    alive = [host for host in (move.source, move.dest) if states[host] in ("running", "paused")]
+    defined = [host for host in (move.source, move.dest) if states[host]]
+    keep = (move.source if move.source in alive else alive[0]) if alive else \
+        (defined[0] if defined else move.source)
+    other = move.dest if keep == move.source else move.source
+    if settings.disk_location == "all":
+        command = lifecycle.destroy_command(layout, [move.vm])
+    else:
+        command = remove_command(layout, [move.vm])
+    cleaned = (await ssh.run([other], command, timeout=120))[0]
+    if not cleaned.ok:
+        raise RemoteError(f"{other}: {cleaned.describe()}")
+    vm = topo.vm(move.vm)
+    if vm.host != keep:
+        topo.place(vm, keep)
+    if states[keep] == "paused":  # a migration stopped at its switch-over: the guest goes on here
+        await ssh.run([keep], [*lifecycle.VIRSH, "resume", layout.domain_name(move.vm)], timeout=60)
+    if keep not in alive:
+        mark_vm_ko(vm, f"its migration was interrupted and no host runs it (kept on {keep})")
+    log.info("interrupted migration of %s: it runs on %s (%s there, %s on %s)", move.vm, keep,
+             states[keep] or "undefined", states[other] or "undefined", other)
+    return keep
