@@ -84,7 +84,12 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
                "  vm5k --n_vm 100 -w 2:00:00\n"
                "  vm5k -r grid5000:20 -n 100 -d n_by_hosts\n"
                "  vm5k -n 20 -t '<vm mem=\"4096\" hdd=\"10\" n_cpu=\"4\" cpuset=\"auto\"/>'\n"
-               "  vm5k --dry-run -i examples/two_sites.xml",
+               "  vm5k --dry-run -i examples/two_sites.xml\n"
+               "Changing a running fleet:\n"
+               "  vm5k --stop OUTDIR [vm-1,vm-2] [--grace 60]   (--start, --reboot, --reset alike)\n"
+               "  vm5k --resume OUTDIR -n 40 [-t TEMPLATE]        (grow to 40 VMs)\n"
+               "  vm5k --remove OUTDIR vm-7,vm-8\n"
+               "  vm5k --migrate OUTDIR vm-3=paradoxe-2[,vm-5=paradoxe-1] [--parallel 2]",
     )
 
     ex = parser.add_argument_group("Execution", "Manage how vm5k is executed")

@@ -35,6 +35,7 @@ import asyncssh
 
 from vm5k.errors import RemoteError
 from vm5k.hypervisor import lifecycle
+from vm5k.hypervisor.disks import pack
 from vm5k.hypervisor.layout import HostLayout
 from vm5k.hypervisor.operations import FleetChange, remove_command
 from vm5k.hypervisor.settings import RunSettings
@@ -66,13 +67,15 @@ def make_key(comment: str) -> tuple[bytes, str]:
     return key.export_private_key("pkcs1-pem"), key.export_public_key().decode().strip()
 
 
-#: $1 key folder, $2 the public key line, $3 its comment. Installs the run's migration key on a host
-#: (idempotent) and prints the host's own public keys ("<type> <base64>" lines) for the others' known_hosts.
+#: $1 key folder, $2 the public key line, $3 its comment; the private key on stdin. Installs the run's
+#: migration key on a host (idempotent) and prints the host's own public keys ("<type> <base64>" lines)
+#: for the others' known_hosts.
 INSTALL_SCRIPT = r"""
 set -eu
 folder=$1 public=$2 comment=$3
 mkdir -p "$folder" /root/.ssh
 chmod 0700 "$folder" /root/.ssh
+(umask 077; cat > "$folder/key.tmp") && mv -f "$folder/key.tmp" "$folder/key"
 touch /root/.ssh/authorized_keys
 f=/root/.ssh/authorized_keys
 if ! grep -qxF -- "$public" "$f"; then  # a former key of the run is replaced
@@ -95,15 +98,20 @@ def uninstall_command(run_id: str) -> list[str]:
     return ["sh", "-c", UNINSTALL_SCRIPT, "vm5k-migration-off", KEY_COMMENT.format(run=run_id)]
 
 
-#: $1 disk: prints its virtual size in bytes.
-SIZE_SCRIPT = r"""
+#: $1 disk, $2 seed ISO, $3 domain XML: the disk's virtual size in bytes, then both files in base64, one
+#: per line (what the destination needs, read in one round trip).
+READ_SCRIPT = r"""
+set -eu
 qemu-img info -U --output=json "$1" | sed -n 's/.*"virtual-size": *\([0-9]*\).*/\1/p' | head -n 1
+base64 -w0 "$2"; echo
+base64 -w0 "$3"; echo
 """
 
-#: $1 folders (colon separated), $2 disk, $3 base, $4 base format, $5 size in bytes, $6 kernel, $7 initrd
+#: $1 folders (colon separated), $2 disk, $3 base, $4 base format, $5 size in bytes, $6 kernel, $7 initrd,
+#: $8 the run folder; on stdin a tar of the seed ISO and the domain XML (paths relative to the run folder).
 PREPARE_SCRIPT = r"""
 set -eu
-folders=$1 disk=$2 base=$3 fmt=$4 size=$5 kernel=$6 initrd=$7
+folders=$1 disk=$2 base=$3 fmt=$4 size=$5 kernel=$6 initrd=$7 run=$8
 old=$IFS; IFS=:
 for d in $folders; do mkdir -p "$d" && chmod 0755 "$d"; done
 IFS=$old
@@ -111,6 +119,7 @@ IFS=$old
 for f in "$kernel" "$initrd"; do
     [ -z "$f" ] || [ -f "$f" ] || { echo "boot file $f is missing" >&2; exit 3; }
 done
+tar -xf - -C "$run" --no-same-owner --no-overwrite-dir
 rm -f -- "$disk"
 qemu-img create -q -f qcow2 -F "$fmt" -b "$base" "$disk" "$size"
 """
@@ -165,11 +174,8 @@ class Migrations:
 
         async def one(host: str) -> None:
             out = await self._run(host, ["sh", "-c", INSTALL_SCRIPT, "vm5k-migration-on", folder, self.public,
-                                         comment])
+                                         comment], input=self.key)
             self.host_keys[host] = [line.strip() for line in out.splitlines() if line.strip()]
-            sent = (await self.ssh.put([host], self.key, f"{folder}/key", mode=0o600, timeout=60))[0]
-            if not sent.ok:
-                raise RemoteError(f"{host}: cannot write the migration key: {sent.describe()}")
 
         await asyncio.gather(*(one(host) for host in hosts))
         lines = []
@@ -209,9 +215,13 @@ class Migrations:
                 return f"virsh migrate: {short(result.stdout or result.describe(), 500)}"
             log.info("%s migrated from %s to %s", move.vm, move.source, move.dest)
             self.topo.place(vm, move.dest)
-            if self.settings.disk_location != "all":
-                await self.ssh.run([move.source], remove_command(self.layout, [move.vm]), timeout=120)
+            cleaning = None
+            if self.settings.disk_location != "all":  # the source's copy goes while the VM is waited for
+                cleaning = asyncio.ensure_future(
+                    self.ssh.run([move.source], remove_command(self.layout, [move.vm]), timeout=120))
             waited = await FleetChange(self.topo, self.ssh, self.settings).wait_login(move.dest, vm)
+            if cleaning is not None:
+                await cleaning
             if waited is None:
                 vm.state, vm.reason = VM_OK, None
             else:
@@ -224,20 +234,20 @@ class Migrations:
         image = meta(self.topo).get("images", {}).get(vm.backing_file or "")
         if image is None:
             raise RemoteError(f"the image {vm.backing_file} was not distributed")
-        size = (await self._run(move.source, ["sh", "-c", SIZE_SCRIPT, "vm5k-size", layout.disk(move.vm)])
-                ).strip()
-        if not size.isdigit():
+        read = await self._run(move.source, ["sh", "-c", READ_SCRIPT, "vm5k-migration-read",
+                                             layout.disk(move.vm), layout.seed_iso(move.vm),
+                                             layout.domain_xml(move.vm)])
+        size, seed, xml = ([*read.splitlines(), "", "", ""])[:3]
+        if not size.strip().isdigit():
             raise RemoteError(f"cannot read the size of {layout.disk(move.vm)} on {move.source}")
+        inside = len(layout.run_dir) + 1
+        archive = pack({layout.seed_iso(move.vm)[inside:]: base64.b64decode(seed),
+                        layout.domain_xml(move.vm)[inside:]: base64.b64decode(xml)})
         folders = ":".join([*layout.run_folders(), layout.seed_dir(move.vm)])
         await self._run(move.dest, ["sh", "-c", PREPARE_SCRIPT, "vm5k-migration-prepare", folders,
-                                    layout.disk(move.vm), image["path"], image["format"], size,
-                                    image.get("kernel") or "", image.get("initrd") or ""])
-        for path, mode in ((layout.seed_iso(move.vm), 0o644), (layout.domain_xml(move.vm), 0o644)):
-            encoded = await self._run(move.source, ["base64", "-w0", path], timeout=120)
-            data = base64.b64decode(encoded)
-            sent = (await self.ssh.put([move.dest], data, path, mode=mode, timeout=120))[0]
-            if not sent.ok:
-                raise RemoteError(f"cannot copy {path}: {sent.describe()}")
+                                    layout.disk(move.vm), image["path"], image["format"], size.strip(),
+                                    image.get("kernel") or "", image.get("initrd") or "", layout.run_dir],
+                        input=archive)
 
     async def _clean(self, host: str, vm_id: str) -> None:
         """A failed migration leaves nothing at the destination (the VM runs on at the source)."""
@@ -250,12 +260,27 @@ class Migrations:
 
 
 
+#: $1 domain: aborts its migration job if one runs, and waits until it has ended (at most 60 s).
+ABORT_SCRIPT = r"""
+virsh -q -c qemu:///system domjobabort "$1" >/dev/null 2>&1
+i=0
+while [ $i -lt 120 ] && virsh -q -c qemu:///system domjobinfo "$1" 2>/dev/null | grep -q Unbounded; do
+    sleep 0.5; i=$((i + 1))
+done
+exit 0
+"""
+
+
 async def settle(topo: Topology, ssh: TunnelRunner, settings: RunSettings, move: Move) -> str:
     """After an interrupted migration: ask both hosts where the VM's domain runs (or sits paused), keep
     that one, remove the other; returns the host kept. Where both have it (a migration cut halfway, the
     source still running it), the source wins; where neither runs it, the host that still defines it (the
     source first) is kept and the VM is left for the VMs step to restart."""
     layout = settings.layout
+    # a migration still going on (its virsh may outlive the vm5k that started it) is stopped first, so
+    # that the hosts' answers below stay true
+    await ssh.run([move.source], ["sh", "-c", ABORT_SCRIPT, "vm5k-migration-abort",
+                                  layout.domain_name(move.vm)], timeout=120)
     states: dict[str, str] = {}
     for host in (move.source, move.dest):
         result = (await ssh.run([host], lifecycle.states_command(layout), timeout=60))[0]
@@ -279,8 +304,9 @@ async def settle(topo: Topology, ssh: TunnelRunner, settings: RunSettings, move:
         topo.place(vm, keep)
     if states[keep] == "paused":  # a migration stopped at its switch-over: the guest goes on here
         await ssh.run([keep], [*lifecycle.VIRSH, "resume", layout.domain_name(move.vm)], timeout=60)
-    if keep not in alive:
-        mark_vm_ko(vm, f"its migration was interrupted and no host runs it (kept on {keep})")
+    # KO until the VMs step (run next by the resume) has seen it answer on `keep`: started again there if
+    # it does not run
+    mark_vm_ko(vm, f"its migration was interrupted: to be checked on {keep}")
     log.info("interrupted migration of %s: it runs on %s (%s there, %s on %s)", move.vm, keep,
              states[keep] or "undefined", states[other] or "undefined", other)
     return keep
