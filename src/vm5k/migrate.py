@@ -2,9 +2,9 @@
 
 Every refusal comes before anything moves, in one line: an unknown VM or host, a VM not running, a
 destination that is its own host, not OK, of another accelerator (TCG and KVM guests do not migrate into
-each other), or without room (memory after the hypervisor reserve, vCPUs within the overcommit ratio, the
-VMs migrating there counted). The intent is saved before the hosts are touched (``meta["migrations"]``);
-afterwards every outdir file shows the VMs' new hosts. The host-side work is
+each other) or bridge name, or without room (memory after the hypervisor reserve, vCPUs within the
+overcommit ratio, the VMs migrating there counted). The intent is saved before the hosts are touched
+(``meta["migrations"]``); afterwards every outdir file shows the VMs' new hosts. The host-side work is
 `vm5k.hypervisor.migration`.
 
 >>> parse_moves("vm-3=paradoxe-2,vm-5=paradoxe-1")
@@ -94,6 +94,10 @@ def plan_moves(topo: Topology, moves: Any, policy: Any) -> list[Move]:
         if accel_from != accel_to:
             raise UsageError(f"migrate: {vm_id} runs under {accel_from} on {source.id}, {dest.id} offers "
                              f"{accel_to}: a guest does not migrate between accelerators")
+        bridge_from, bridge_to = source.extra.get("bridge"), dest.extra.get("bridge")
+        if bridge_from and bridge_to and bridge_from != bridge_to:
+            raise UsageError(f"migrate: {vm_id} is on bridge {bridge_from} of {source.id}, {dest.id} has "
+                             f"{bridge_to}: the domain needs the same bridge name at the destination")
         probe = VM(f"{vm_id}-migrating", mem=vm.mem, n_cpu=vm.n_cpu, hdd=vm.hdd)
         try:
             place([probe], [dest], limits=limits)
