@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -136,6 +137,8 @@ def main() -> int:
         if not args.state:
             down = testbed("down", "--state", state, timeout=600)
             print(f"testbed down ({down.returncode})", flush=True)
+            if down.returncode == 0:
+                shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":
