@@ -44,7 +44,7 @@ from vm5k.placement import max_vms as count_max_vms
 from vm5k.remote.results import HostResult, Results
 from vm5k.request import Request, build_request, parse_vm_template
 from vm5k.runstate import RunRecord
-from vm5k.topology import VM, VM_OK, Host, Topology
+from vm5k.topology import VM, VM_OK, VM_STOPPED, Host, Topology
 
 if TYPE_CHECKING:
     from vm5k.remote import SshRunner
@@ -129,6 +129,8 @@ class Run:
         self._ssh: SshRunner | None = None
         self.topology = Topology()
         self.record: RunRecord
+        #: what the last operation asked with ``dry_run=True`` would have done (None after a real one)
+        self.change_plan: str | None = None
         self.reload()
 
     @classmethod
@@ -184,8 +186,9 @@ class Run:
 
     @property
     def ko(self) -> dict[str, str]:
-        """VM id → why it is not OK, for every VM that does not answer SSH."""
-        return {vm.id: vm.reason or vm.state for vm in self.vms if vm.state != VM_OK}
+        """VM id → why it is not OK, for every VM that does not answer SSH (a VM stopped on purpose,
+        state ``stopped``, is not KO)."""
+        return {vm.id: vm.reason or vm.state for vm in self.vms if vm.state not in (VM_OK, VM_STOPPED)}
 
     @property
     def job_id(self) -> str | None:
@@ -233,9 +236,12 @@ class Run:
         True
         """
         def body(workflow: Any, context: Any) -> None:
+            from vm5k.migrate import settle_interrupted
+
             workflow.check_resumable(context)
             context.record.dry_run = False
             context.record.status = "running"
+            settle_interrupted(context)  # a migration cut halfway: the VM is kept where it runs
             workflow.execute(context)
 
         return self._operate("resume", body)
@@ -261,6 +267,185 @@ class Run:
     async def adestroy(self, *, keep_job: bool = False) -> Run:
         """`destroy` for async callers."""
         return await asyncio.to_thread(functools.partial(self.destroy, keep_job=keep_job))
+
+    # -- changing the fleet --------------------------------------------------------------------------
+
+    def _change(self, operation: str, vms: Any, dry_run: bool, grace: Any = None) -> Run:
+        from vm5k import change
+
+        wait = change.check_grace(change.DEFAULT_GRACE if grace is None else grace)
+        if dry_run:  # read from the record alone: no lock taken, no host contacted, nothing written
+            self.reload()
+            change.check_changeable(self.record, self.outdir, operation)
+            self.change_plan = change.describe(operation, change.select_vms(self.topology, vms, operation),
+                                               grace=wait)
+            log.info("dry run, nothing touched: %s", self.change_plan)
+            return self
+        change.select_vms(self.topology, vms, operation)  # an unknown VM is refused before the lock
+        self.change_plan = None
+
+        def body(workflow: Any, context: Any) -> None:
+            change.change(context, operation, vms, grace=wait)
+
+        return self._operate(operation, body)
+
+    def stop(self, vms: Any = None, *, grace: float = 60, dry_run: bool = False) -> Run:
+        """Shut these VMs down (every VM when `vms` is None; ids, VM objects or ``"vm-1,vm-2"``), forced
+        off after `grace` seconds, as ``vm5k --stop OUTDIR [VMS] [--grace S]``. Their state becomes
+        ``stopped`` (not KO: ``run.ok`` stays true); disks and addresses are kept for `start`.
+        `dry_run`: only say what would happen (``run.change_plan``), touching nothing.
+
+        >>> run.stop(["vm-2"], grace=10).vms[1].state  # doctest: +SKIP
+        'stopped'
+        """
+        return self._change("stop", vms, dry_run, grace)
+
+    def start(self, vms: Any = None, *, dry_run: bool = False) -> Run:
+        """Start these VMs again (every VM when None) and wait until they answer SSH (``vm5k --start``).
+
+        >>> run.start("vm-2").ko  # doctest: +SKIP
+        {}
+        """
+        return self._change("start", vms, dry_run)
+
+    def reboot(self, vms: Any = None, *, grace: float = 60, dry_run: bool = False) -> Run:
+        """Reboot these VMs (every VM when None): a clean shutdown forced off after `grace` seconds, a
+        start, a wait until they answer SSH (``vm5k --reboot``). The guest's uptime starts again.
+
+        >>> run.reboot().ok  # doctest: +SKIP
+        True
+        """
+        return self._change("reboot", vms, dry_run, grace)
+
+    def reset(self, vms: Any = None, *, dry_run: bool = False) -> Run:
+        """Give these VMs (every VM when None) a fresh disk from their backing file and boot them on it,
+        with the same id, IP, MAC and host (``vm5k --reset``); what they wrote is gone, their new host
+        keys replace the old ones in the outdir's ``known_hosts``.
+
+        >>> run.reset("vm-1").ok  # doctest: +SKIP
+        True
+        """
+        return self._change("reset", vms, dry_run)
+
+    def add(self, n_vm: int | str, *, vm_template: str | None = None, dry_run: bool = False) -> Run:
+        """Add `n_vm` VMs to the run (``vm5k --resume OUTDIR -n TOTAL [-t TEMPLATE]``, where -n is the new
+        total): new ids (never one the run had), the run's template unless `vm_template` is given, placed
+        on the run's hosts by its distribution and capacity rule, addresses from its pool, names in its
+        DNS; waited until they answer SSH. No room: `UsageError` before anything starts.
+
+        >>> [vm.id for vm in run.add(2).vms]  # doctest: +SKIP
+        ['vm-1', 'vm-2', 'vm-3', 'vm-4']
+        """
+        from vm5k import resize
+
+        count = resize.check_count(n_vm)
+        template = parse_vm_template(vm_template) if vm_template is not None else None
+        if dry_run:
+            self.reload()
+            from vm5k.change import check_changeable
+            from vm5k.placement import PlacementPolicy
+
+            check_changeable(self.record, self.outdir, "add VMs to")
+            policy = self.record.placement or PlacementPolicy()
+            after = resize.planned_additions(self.topology, count, template, policy)
+            self.change_plan = resize.describe_additions(self.topology, after)
+            log.info("dry run, nothing touched: %s", self.change_plan)
+            return self
+        self.change_plan = None
+
+        def body(workflow: Any, context: Any) -> None:
+            resize.add(context, count, template)
+
+        return self._operate("add", body)
+
+    def remove(self, vms: Any, *, dry_run: bool = False) -> Run:
+        """Remove these VMs from the run (``vm5k --remove OUTDIR vm-7,vm-8``): their domains and disks on
+        every host, their addresses (free for the next VMs) and DNS names; their ids are never given again.
+
+        >>> [vm.id for vm in run.remove("vm-2").vms]  # doctest: +SKIP
+        ['vm-1']
+        """
+        from vm5k import resize
+        from vm5k.change import check_changeable, select_vms
+
+        if vms is None:
+            raise UsageError("remove: name the VMs to remove (vm-7,vm-8); destroy() removes a whole run")
+        if dry_run:
+            self.reload()
+            check_changeable(self.record, self.outdir, "remove VMs from")
+            self.change_plan = resize.describe_removal(select_vms(self.topology, vms, "remove"))
+            log.info("dry run, nothing touched: %s", self.change_plan)
+            return self
+        select_vms(self.topology, vms, "remove")
+        self.change_plan = None
+
+        def body(workflow: Any, context: Any) -> None:
+            resize.remove(context, vms)
+
+        return self._operate("remove", body)
+
+    async def aadd(self, n_vm: int | str, *, vm_template: str | None = None, dry_run: bool = False) -> Run:
+        """`add` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.add, n_vm, vm_template=vm_template,
+                                                         dry_run=dry_run))
+
+    async def aremove(self, vms: Any, *, dry_run: bool = False) -> Run:
+        """`remove` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.remove, vms, dry_run=dry_run))
+
+    def migrate(self, moves: Any, *, parallel: int = 2, dry_run: bool = False) -> Run:
+        """Live-migrate VMs to other hosts of the run (``vm5k --migrate OUTDIR vm-3=paradoxe-2[,...]``):
+        `moves` maps VM ids to hosts (ids or short names), or is the shell's ``"vm-3=paradoxe-2"`` text;
+        at most `parallel` at a time. The VMs keep running (same id, IP, MAC, name; processes and TCP
+        connections survive); the outdir shows their new hosts. Refused in one line before anything moves:
+        an unknown VM or host, another accelerator, no room on the destination. A migration that fails
+        raises `DeploymentError` (the VM runs on at its source).
+
+        >>> run.migrate({"vm-3": "paradoxe-2"}).vms[2].host  # doctest: +SKIP
+        'paradoxe-2.rennes.grid5000.fr'
+        """
+        from vm5k import migrate as migration
+
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= 64:
+            raise UsageError(f"parallel: {parallel!r} must be a whole number from 1 to 64")
+        from vm5k.placement import PlacementPolicy
+
+        self.reload()
+        from vm5k.change import check_changeable
+
+        check_changeable(self.record, self.outdir, "migrate")
+        planned = migration.plan_moves(self.topology, moves, self.record.placement or PlacementPolicy())
+        if dry_run:
+            self.change_plan = migration.describe(planned)
+            log.info("dry run, nothing touched: %s", self.change_plan)
+            return self
+        self.change_plan = None
+
+        def body(workflow: Any, context: Any) -> None:
+            migration.migrate(context, moves, parallel)
+
+        return self._operate("migrate", body)
+
+    async def amigrate(self, moves: Any, *, parallel: int = 2, dry_run: bool = False) -> Run:
+        """`migrate` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.migrate, moves, parallel=parallel,
+                                                         dry_run=dry_run))
+
+    async def astop(self, vms: Any = None, *, grace: float = 60, dry_run: bool = False) -> Run:
+        """`stop` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.stop, vms, grace=grace, dry_run=dry_run))
+
+    async def astart(self, vms: Any = None, *, dry_run: bool = False) -> Run:
+        """`start` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.start, vms, dry_run=dry_run))
+
+    async def areboot(self, vms: Any = None, *, grace: float = 60, dry_run: bool = False) -> Run:
+        """`reboot` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.reboot, vms, grace=grace, dry_run=dry_run))
+
+    async def areset(self, vms: Any = None, *, dry_run: bool = False) -> Run:
+        """`reset` for async callers."""
+        return await asyncio.to_thread(functools.partial(self.reset, vms, dry_run=dry_run))
 
     # -- using the fleet ---------------------------------------------------------------------------------
 

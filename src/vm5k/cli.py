@@ -84,7 +84,12 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
                "  vm5k --n_vm 100 -w 2:00:00\n"
                "  vm5k -r grid5000:20 -n 100 -d n_by_hosts\n"
                "  vm5k -n 20 -t '<vm mem=\"4096\" hdd=\"10\" n_cpu=\"4\" cpuset=\"auto\"/>'\n"
-               "  vm5k --dry-run -i examples/two_sites.xml",
+               "  vm5k --dry-run -i examples/two_sites.xml\n"
+               "Changing a running fleet:\n"
+               "  vm5k --stop OUTDIR [vm-1,vm-2] [--grace 60]   (--start, --reboot, --reset alike)\n"
+               "  vm5k --resume OUTDIR -n 40 [-t TEMPLATE]        (grow to 40 VMs)\n"
+               "  vm5k --remove OUTDIR vm-7,vm-8\n"
+               "  vm5k --migrate OUTDIR vm-3=paradoxe-2[,vm-5=paradoxe-1] [--parallel 2]",
     )
 
     ex = parser.add_argument_group("Execution", "Manage how vm5k is executed")
@@ -120,10 +125,30 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
                            "H:MM:SS, H:MM or seconds (default 1:00:00)")
     mode.add_argument("-k", "--kavlan", action="store_true", default=None, help="Deploy the VMs in a KaVLAN")
     again = mode.add_mutually_exclusive_group()
-    again.add_argument("--resume", metavar="OUTDIR", help="continue the interrupted run recorded in OUTDIR")
+    again.add_argument("--resume", metavar="OUTDIR",
+                       help="continue the interrupted run recorded in OUTDIR;\n"
+                            "with -n TOTAL [-t TEMPLATE]: grow it to TOTAL VMs")
     again.add_argument("--destroy", metavar="OUTDIR",
                        help="remove the VMs and disks of the run in OUTDIR\n"
                             "and end its reservation")
+    for action, text in (("stop", "shut down (forced off after --grace) VMS of the run\n"
+                                  "in OUTDIR (default: all)"),
+                         ("start", "start the stopped VMS of the run in OUTDIR (default: all)"),
+                         ("reboot", "reboot VMS of the run in OUTDIR (default: all)"),
+                         ("reset", "give VMS of the run in OUTDIR (default: all) a fresh disk\n"
+                                   "from their backing file, same id, IP, MAC and host")):
+        again.add_argument(f"--{action}", nargs="+", metavar=("OUTDIR", "VMS"), help=text)
+    again.add_argument("--migrate", nargs="+", metavar=("OUTDIR", "VM=HOST"),
+                       help="live-migrate VMs of the run in OUTDIR to other hosts\n"
+                            "of the run: vm-3=paradoxe-2[,vm-5=paradoxe-1]")
+    mode.add_argument("--parallel", metavar="N",
+                      help="with --migrate: migrations at a time (default 2)")
+    again.add_argument("--remove", nargs="+", metavar=("OUTDIR", "VMS"),
+                       help="remove VMS (vm-7,vm-8) of the run in OUTDIR: domains,\n"
+                            "disks, addresses and names freed")
+    mode.add_argument("--grace", metavar="SECONDS",
+                      help="with --stop and --reboot: seconds a VM has to shut\n"
+                           "down cleanly before it is forced off (default 60)")
     mode.add_argument("--keep-job", "--keep_job", dest="keep_job", action="store_true", default=None,
                       help="with --destroy: keep the reservation running")
 
@@ -254,6 +279,16 @@ def _run(argv: Sequence[str], now: datetime | None = None) -> int:
         args["outdir"] = outdir.default_outdir(now)
     api = _api()
     with _sigterm_as_sigint():
+        for action in CHANGES:
+            if args.get(action) is not None:
+                return _change(api, action, args)
+        if args.get("grace") is not None:
+            raise UsageError("--grace goes with --stop or --reboot")
+        if args.get("parallel") is not None:
+            raise UsageError("--parallel goes with --migrate")
+        if args.get("resume") is not None and (args.get("n_vm") is not None
+                                               or args.get("vm_template") is not None):
+            return _grow(api, args)
         for action in ("resume", "destroy"):
             if args.get(action) is not None:
                 request_from_options(args, default_outdir=args["outdir"])  # the checks: no deployment option
@@ -272,6 +307,75 @@ def _run(argv: Sequence[str], now: datetime | None = None) -> int:
             return EXIT_OK
         run = api.deploy(progress=True, **keywords)
         return EXIT_OK if run.ok else EXIT_FAILURE
+
+
+#: The options that change a running fleet: each a method of `vm5k.Run` with the same name.
+CHANGES = ("stop", "start", "reboot", "reset", "remove", "migrate")
+
+
+def _grow(api: Any, args: dict[str, Any]) -> int:
+    """``--resume OUTDIR -n TOTAL [-t TEMPLATE]``: add VMs up to TOTAL (`vm5k.Run.add`)."""
+    outdir_arg = args["resume"]
+    if args.get("n_vm") is None:
+        raise UsageError("-t with --resume goes with -n TOTAL (the run's new number of VMs)")
+    others = {"n_vm", "vm_template"}
+    given = [name for name in (*DEPLOY_OPTIONS, "keep_job", "grace", "parallel") if name not in others
+             and args.get(name) not in (None, False)]
+    if given:
+        raise UsageError(f"--resume -n adds VMs to the run recorded in its outdir: "
+                         f"--{given[0].replace('_', '-')} cannot be given with it")
+    text = str(args["n_vm"]).strip()
+    if not text.isdigit():
+        raise UsageError(f"-n: {args['n_vm']!r} is not a number of VMs")
+    total = int(text)
+    run = api.Run.load(outdir_arg, api=args.get("api"), ssh_config=args.get("ssh_config"), progress=True)
+    now = len(run.vms)
+    if total < now:
+        raise UsageError(f"-n {total} is fewer than the {now} VMs of the run: remove VMs with "
+                         f"vm5k --remove {outdir_arg} VM,VM,...")
+    if total == now:
+        raise UsageError(f"the run already has {now} VMs: -n with --resume is the new total")
+    run.add(total - now, vm_template=args.get("vm_template"), dry_run=bool(args.get("dry_run")))
+    if run.change_plan is not None:
+        sys.stdout.write(f"vm5k dry run: nothing touched\n{run.change_plan}\n")
+        sys.stdout.flush()
+        return EXIT_OK
+    return EXIT_OK if run.ok else EXIT_FAILURE
+
+
+def _change(api: Any, action: str, args: dict[str, Any]) -> int:
+    """``--stop/--start/--reboot/--reset OUTDIR [VMS]``: the run's method, or what it would do (--dry-run)."""
+    values = args[action]
+    if len(values) > 2:
+        raise UsageError(f"--{action} takes OUTDIR and at most one comma separated list of VMs, "
+                         f"not {' '.join(values[2:])!r}")
+    given = [name for name in (*DEPLOY_OPTIONS, "keep_job") if args.get(name) not in (None, False)]
+    if given:
+        raise UsageError(f"--{action} changes the run recorded in its outdir: "
+                         f"--{given[0].replace('_', '-')} cannot be given with it")
+    if args.get("grace") is not None and action not in ("stop", "reboot"):
+        raise UsageError("--grace goes with --stop or --reboot")
+    if args.get("parallel") is not None and action != "migrate":
+        raise UsageError("--parallel goes with --migrate")
+    vms = values[1] if len(values) == 2 else None
+    if action == "remove" and vms is None:
+        raise UsageError("--remove needs the VMs to remove: --remove OUTDIR vm-7,vm-8 (--destroy removes a "
+                         "whole run)")
+    if action == "migrate" and vms is None:
+        raise UsageError("--migrate needs VM=HOST pairs: --migrate OUTDIR vm-3=paradoxe-2[,vm-5=paradoxe-1]")
+    run = api.Run.load(values[0], api=args.get("api"), ssh_config=args.get("ssh_config"), progress=True)
+    options: dict[str, Any] = {"grace": args["grace"]} if args.get("grace") is not None else {}
+    if args.get("parallel") is not None:
+        text = str(args["parallel"]).strip()
+        if not text.isdigit():
+            raise UsageError(f"--parallel: {args['parallel']!r} is not a whole number")
+        options["parallel"] = int(text)
+    getattr(run, action)(vms, dry_run=bool(args.get("dry_run")), **options)
+    if run.change_plan is not None:
+        sys.stdout.write(f"vm5k dry run: nothing touched\n{run.change_plan}\n")
+        sys.stdout.flush()
+        return EXIT_OK
+    return EXIT_OK if run.ok else EXIT_FAILURE
 
 
 def _guard(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str]) -> int:

@@ -50,6 +50,7 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # control characters 
 VM_PLANNED = "planned"  # placed (or to be placed), nothing created yet
 VM_OK = "OK"  # answers SSH
 VM_KO = "KO"  # failed; `reason` says why
+VM_STOPPED = "stopped"  # shut off on purpose (vm5k --stop): not KO, started again by --start
 # States of a host.
 HOST_PLANNED = "planned"  # chosen, not yet reserved or deployed
 HOST_OK = "OK"

@@ -45,7 +45,7 @@ from vm5k.runstate import (
     check_outdir_reusable,
     new_run_id,
 )
-from vm5k.topology import VM_OK, Host, Topology
+from vm5k.topology import VM_OK, VM_STOPPED, Host, Topology
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def _steps_to_run(context: RunContext) -> list[Any]:
     done = context.record.steps
     if context.record.dry_run:
         return [STEPS[0]] if STEPS[0].name not in done else []
-    if "vms" in done and any(vm.state != VM_OK for vm in context.topology.vms()):
+    if "vms" in done and any(vm.state not in (VM_OK, VM_STOPPED) for vm in context.topology.vms()):
         # a resumed run gives its KO VMs another chance (the step skips VMs that answer)
         done.pop("vms", None)
         done.pop("program", None)
@@ -263,7 +263,7 @@ def _finish(context: RunContext) -> RunContext:
         _save(context, topology)
         return context
     vms = topology.vms()
-    ko = [vm for vm in vms if vm.state != VM_OK]
+    ko = [vm for vm in vms if vm.state not in (VM_OK, VM_STOPPED)]  # stopped on purpose is not KO
     program_status = topology.meta.get("program_status")
     record.status = DONE if not ko and not program_status else FAILED
     record.message = f"{len(ko)} VMs KO" if ko else (f"program exited with {program_status}"
@@ -273,8 +273,9 @@ def _finish(context: RunContext) -> RunContext:
     if summary:
         log.info("step durations:\n%s", summary)
     hosts = [host for host in topology.hosts() if host.vms]
-    log.info("%d of %d VMs answer SSH, on %d hosts; files in %s", len(vms) - len(ko), len(vms), len(hosts),
-             context.outdir)
+    stopped = sum(1 for vm in vms if vm.state == VM_STOPPED)
+    log.info("%d of %d VMs answer SSH%s, on %d hosts; files in %s", len(vms) - len(ko) - stopped, len(vms),
+             f" ({stopped} stopped)" if stopped else "", len(hosts), context.outdir)
     for vm in ko:
         log.error("VM %s (host %s) is KO: %s", vm.id, vm.host, vm.reason or vm.state)
     if not ko:

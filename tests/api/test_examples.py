@@ -1,5 +1,6 @@
 """The examples that use the API, run as a user runs them, on the testbed: a CPU micro-benchmark on a
-fresh fleet (CSV, plot, destroyed), and a sweep over fleet sizes that reuses one reservation."""
+fresh fleet (CSV, plot, destroyed), a sweep over fleet sizes that reuses one reservation, and a migration
+experiment (half the fleet moved, time and downtime per migration)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,16 @@ def state_of(out: Path) -> dict:
     import json
 
     return json.loads((out / "topology.json").read_text())["meta"]
+
+
+def test_migration_experiment_moves_half_the_fleet(testbed: LabTestbed, tmp_path: Path) -> None:
+    out = tmp_path / "mig"
+    done = example(testbed, "migration.py", "--n-vm", "2", "--resources", "rennes:2", "--outdir", str(out),
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = rows(out / "migration.csv")
+    assert [row["vm"] for row in table] == ["vm-1"] and table[0]["from"] != table[0]["to"]
+    assert float(table[0]["seconds"]) > 0 and table[0]["downtime_ms"] != "" and table[0]["error"] == ""
+    assert (out / "migration.png").stat().st_size > 0
+    assert record(out)["status"] == "destroyed"
+    assert live_jobs(testbed, "rennes", run_id(out)) == [] and leftovers(testbed, run_id(out)) == {}

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 #: The command's options that are not keywords: methods of Run, plan(), logging, help and version.
-NOT_KEYWORDS = {"resume", "destroy", "keep_job", "dry_run", "verbose", "quiet", "help", "version"}
+NOT_KEYWORDS = {"resume", "destroy", "keep_job", "dry_run", "verbose", "quiet", "help", "version",
+                "stop", "start", "reboot", "reset", "remove", "migrate", "grace", "parallel"}
 
 
 def test_the_keywords_are_the_commands_long_options() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from vm5k.hypervisor import dnsmasq, lifecycle
+from vm5k.hypervisor import dnsmasq, lifecycle, migration
 from vm5k.hypervisor.runtime import provisioned
 from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import meta, short
@@ -44,6 +44,9 @@ async def destroy_run(topo: Topology, runner: Runner, settings: RunSettings,
     progress("destroy", 1, 3, "resolvers")
     for result in (await runner.run(hosts, dnsmasq.resolver_remove_command(layout), timeout=60)).ko:
         failed.setdefault(result.host, f"resolver: {result.describe()}")
+    # the run's migration key leaves root's authorized_keys (on --hosts they are the user's machines)
+    for result in (await runner.run(hosts, migration.uninstall_command(settings.run_id), timeout=60)).ko:
+        failed.setdefault(result.host, f"migration key: {result.describe()}")
     progress("destroy", 2, 3, "domains and files")
     removed = await runner.run(hosts, lifecycle.destroy_run_command(layout), timeout=600)
     for result in removed.ko:

@@ -44,7 +44,7 @@ from vm5k.hypervisor.seed import meta_data, user_data
 from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import mark_host_ko, mark_vm_ko, meta, short
 from vm5k.remote import HostResult, TunnelRunner
-from vm5k.topology import HOST_OK, VM, VM_OK, Host, Topology
+from vm5k.topology import HOST_OK, VM, VM_OK, VM_STOPPED, Host, Topology
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,9 @@ class HostBoot:
                 self._done(vm)
                 continue
             vm.extra["domain"] = layout.domain_name(vm.id)
+            if vm.state == VM_STOPPED and vm.id in existing:  # stopped on purpose: kept as it is
+                self._done(vm)
+                continue
             if existing.get(vm.id) == "running":
                 probe = await self._probe(vm)
                 if probe.stage == "login":
