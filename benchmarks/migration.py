@@ -105,11 +105,10 @@ def main() -> int:
                 time.sleep(0.1)
             raise RuntimeError(f"{vm.id} does not answer SSH")
 
-        def by_hand(src: str, dst: str) -> float:
+        def by_hand(src: str, dst: str) -> None:
             """The same migration as a user makes it, all of it timed: the destination prepared as vm5k
             prepares it (an overlay on the same backing file and size, the seed and the domain XML copied),
             ``virsh migrate`` with the same flags, then the wait until the VM answers SSH."""
-            started = time.monotonic()
             disk, seed, xml = layout.disk(vm.id), layout.seed_iso(vm.id), layout.domain_xml(vm.id)
             info = json.loads(on_node(ssh_config, src, f"qemu-img info -U --output=json {disk}"))
             on_node(ssh_config, dst, f"rm -f {disk}; qemu-img create -q -f qcow2 -F qcow2 "
@@ -125,13 +124,14 @@ def main() -> int:
                                      f"{layout.domain_name(vm.id)} '{libvirt_uri(str(address), layout)}'",
                     timeout=600)
             answers()
-            return time.monotonic() - started
 
         def measured(move: Any) -> tuple[float, float]:
             """(seconds, downtime) of one migration, the downtime seen from the third node."""
             pinger = Pinger(ssh_config, third, str(vm.ip))
             time.sleep(2)
-            seconds = move()
+            started = time.monotonic()
+            move()
+            seconds = time.monotonic() - started
             time.sleep(1)
             return seconds, pinger.stop()
 

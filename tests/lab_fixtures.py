@@ -109,6 +109,16 @@ class LabTestbed:
         self.status = json.loads(proc.stdout)
         return self.status
 
+    def wait_nodes_up(self, timeout: float = 300) -> None:
+        """Until no node is being put back in the standard environment (the end of an earlier test's job
+        reboots its nodes): a test that uses the nodes without a reservation of its own (``--hosts``) waits,
+        as a Grid'5000 user waits for a node to be free."""
+        deadline = time.monotonic() + timeout
+        while any(node.get("state") != "up" for node in self.refresh()["nodes"]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"testbed nodes not up within {timeout:.0f} s: {self.status['nodes']}")
+            time.sleep(0.5)
+
     def ssh(self, host: str, command: str | list[str], *, input: str | None = None, timeout: float = 120,
             check: bool = True, options: list[str] | None = None) -> subprocess.CompletedProcess[str]:
         """`ssh -F <testbed config> root@host command` (a list is quoted for the remote shell)."""

@@ -301,6 +301,8 @@ def destroy(context: RunContext, *, keep_job: bool = False) -> None:
     if over:
         log.warning("the reservation of run %s was already over (%s): its hosts are not contacted",
                     record.run_id, over)
+    elif record.status == DESTROYED:  # destroyed before with keep_job: only the reservation is left to end
+        log.info("run %s holds nothing on its hosts any more: only its reservation is ended", record.run_id)
     else:
         if topology.hosts() and "hosts" in record.reached:
             settings = RunSettings.from_dict(record.hypervisor)

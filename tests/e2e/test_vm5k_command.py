@@ -261,6 +261,7 @@ def test_hosts_you_already_have(testbed: LabTestbed, tmp_path: Path, destroyed: 
     network = f"{subnet['network']},gateway={subnet['gateway']},block=10.156.252.0/22,mac=local"
     out = tmp_path / "out"
     destroyed.append(out)
+    testbed.wait_nodes_up()
     done = vm5k("--hosts", ",".join(testbed.nodes[:2]), "--ssh-config", testbed.ssh_config, "--vm-network",
                 network, "-n", "2", "-t", TINY, "-o", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -22,6 +22,7 @@ BLOCKS = ("10.156.248.0/22", "10.156.244.0/22")  # in rennes' VM network, outsid
 def test_two_runs_at_once_on_the_same_hosts_never_touch_each_other(testbed: LabTestbed, runs: Runs) -> None:
     subnet = testbed.grid5000().sites["rennes"].g5ksubnet
     hosts = testbed.nodes[:2]
+    testbed.wait_nodes_up()
     outs = [runs.outdir(f"run-{index}") for index in range(2)]
     processes = [
         runs.start("--hosts", ",".join(hosts), "--ssh-config", testbed.ssh_config, "--vm-network",
