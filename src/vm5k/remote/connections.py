@@ -8,8 +8,11 @@ Why a pool of our own on top of asyncssh:
   known_hosts (not the run's). Here the jump host is taken from this pool (so the many VMs of one host
   share the host's connection, as ssh's ControlMaster would) and every hop is checked against the run's
   known_hosts with the run's keys;
-- ``ProxyCommand`` from the config file is left to asyncssh, which runs it without a shell after
-  expanding ``%h``/``%p`` (checked by the tests with ``ip netns exec <ns> nc %h %p``);
+- ``ProxyCommand`` from the config file is run by asyncssh without a shell after expanding ``%h``/``%p``
+  (checked by the tests with ``ip netns exec <ns> nc %h %p``);
+- the config files are read once per run (`vm5k.remote.ssh_config`) and each host's options are passed
+  explicitly: asyncssh alone would parse the whole file at every connection. A file with lines vm5k does
+  not understand is still left to asyncssh, per connection (slower, never different);
 - retries and host-key errors that say what to do.
 
 >>> import asyncio
@@ -30,14 +33,17 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import asyncssh
 
 from vm5k.errors import RemoteError, UsageError
 from vm5k.remote.known_hosts import HostKeyCheckingClient, KnownHostsStore
 from vm5k.remote.settings import SshSettings
+from vm5k.remote.ssh_config import ClientConfig
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,7 @@ class Endpoint:
     proxy_jump: tuple[str, ...]
     proxy_command: tuple[str, ...] | None
     identity_files: tuple[str, ...] = ()  # the config's IdentityFile entries for this host
+    identities_only: bool = False  # the config's IdentitiesOnly: no agent keys
 
 
 @dataclass(frozen=True)
@@ -122,11 +129,31 @@ class ConnectionPool:
         self._connections: dict[_Hop, asyncssh.SSHClientConnection] = {}
         self._locks: dict[_Hop, asyncio.Lock] = {}
         self._closed = False
+        self._config: ClientConfig | None = None
+
+    def client_config(self) -> ClientConfig:
+        """The run's config files, read on first use and then kept (see the module docstring)."""
+        if self._config is None:
+            self._config = ClientConfig.read(self.settings.config_files)
+            if not self._config.exact:
+                log.debug("ssh config: %s not understood: asyncssh reads the file at every connection",
+                          ", ".join(self._config.unsupported[:3]))
+        return self._config
 
     # ------------------------------------------------------------------ config
     def resolve(self, host: str, user: str | None = None, port: int | None = None) -> Endpoint:
         """Apply the config files to ``host``: its HostName, Port, User, ProxyJump and ProxyCommand."""
         check_host_name(host)
+        config = self.client_config()
+        if config.exact:
+            found = config.options(host, port)
+            return Endpoint(
+                alias=host, hostname=found.hostname, port=found.port,
+                user=user or self.settings.login_user(found.user),
+                proxy_jump=tuple(part.strip() for part in (found.proxy_jump or "").split(",")
+                                 if part.strip()),
+                proxy_command=tuple(shlex.split(found.proxy_command)) if found.proxy_command else None,
+                identity_files=found.identity_files, identities_only=found.identities_only)
         options = asyncssh.SSHClientConnectionOptions(
             config=[str(p) for p in self.settings.config_files] or None, host=host,
             port=port if port is not None else (), known_hosts=None, client_keys=None)
@@ -214,12 +241,20 @@ class ConnectionPool:
                                   + [p for p in endpoint.identity_files if os.path.isfile(p)])) or ()
         log.debug("ssh connect %s (%s@%s:%d%s)", hop.label(), endpoint.user, endpoint.hostname, endpoint.port,
                   f" via {tunnel.get_extra_info('host')}" if tunnel else "")
+        # With the config understood, everything it says is in `endpoint` and asyncssh reads no file.
+        where: dict[str, Any]
+        if self.client_config().exact:
+            where = {"host": endpoint.hostname, "port": endpoint.port, "config": None,
+                     "proxy_command": list(endpoint.proxy_command) if endpoint.proxy_command else None}
+            if endpoint.identities_only:
+                where["agent_path"] = None
+        else:
+            where = {"host": hop.alias, "port": hop.port if hop.port is not None else (),
+                     "config": [str(p) for p in settings.config_files] or None}
         try:
             return await asyncssh.connect(
-                hop.alias,
-                port=hop.port if hop.port is not None else (),
+                **where,
                 username=endpoint.user,
-                config=[str(p) for p in settings.config_files] or None,
                 client_keys=keys,
                 known_hosts=self.known_hosts.load(),
                 client_factory=lambda: HostKeyCheckingClient(self.known_hosts),
