@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from lab_fixtures import LabTestbed  # (workflow.py put tests/ on the path)
+from lab_fixtures import LabTestbed
 from workflow import bring_down, bring_up, by_hand, load, sigterm_as_interrupt
 
 STATE_ROOT = Path("/var/lib/vm5k-testbed")
