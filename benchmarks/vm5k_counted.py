@@ -24,7 +24,7 @@ from collections import Counter
 
 #: (logger, message format as the library writes it) → what it counts.
 MESSAGES = {
-    "Opening SSH connection to": "ssh_connections",
+    "Connected to SSH server at": "ssh_connections",
     "Requesting new SSH session": "ssh_sessions",
     "Opening direct TCP connection to %s": "ssh_tunnels",
     '%s://%s:%s "%s %s %s" %s %s': "http_requests",

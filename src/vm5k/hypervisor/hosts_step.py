@@ -169,5 +169,6 @@ def record_host(host: Host, facts: HostFacts, decision: accel.Decision, bridge: 
     host.reason = None
     host.extra.update({
         "accel": decision.accel, "accel_reason": decision.reason, "nproc": facts.nproc,
+        "boot_id": facts.boot_id,  # hosts on one kernel share their processors (`vm5k.hypervisor.waves`)
         "address": facts.address, "prefixlen": facts.prefixlen, "bridge": bridge,
     })
