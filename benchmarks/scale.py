@@ -17,6 +17,9 @@ Needs root. For each size N, in that order:
    the whole process's CPU (children included) and peak RSS come from ``wait4``;
 4. ``vm5k --destroy``, timed the same way.
 
+"1st VM" and "last" are the seconds from the start of the VMs step until the first and the last VM
+answered SSH (vm5k.log's dates).
+
 The floors (on this machine, 2 cores shared by every node and VM):
 
 - hosts step: Kadeploy (configured) + libvirt's start-up + the image copy × N ÷ cores (the copies share
@@ -35,11 +38,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from lab_fixtures import LabTestbed
-from workflow import bring_down, bring_up, by_hand, load, sigterm_as_interrupt
+from workflow import LOG_LINE, bring_down, bring_up, by_hand, load, sigterm_as_interrupt
 
 STATE_ROOT = Path("/var/lib/vm5k-testbed")
 SITE = "rennes"
@@ -118,6 +123,7 @@ def run_vm5k(testbed: LabTestbed, hosts: int, per_host: int, work: Path,
         boots = sorted(float(vm["boot_seconds"]) for vm in vms if vm.get("boot_seconds") is not None)
         result["first_vm_boot_s"] = boots[0] if boots else None
         result["last_vm_boot_s"] = boots[-1] if boots else None
+        result.update(answers(outdir / "vm5k.log"))
     except (OSError, KeyError, ValueError) as error:
         result["error"] = f"cannot read the outdir: {error}"
     try:
@@ -132,6 +138,23 @@ def run_vm5k(testbed: LabTestbed, hosts: int, per_host: int, work: Path,
     if destroy["exit_status"] != 0:
         result["destroy"]["stderr_tail"] = destroy["stderr"][-1500:]
     return result
+
+
+def answers(log: Path) -> dict[str, float]:
+    """Seconds from the start of the VMs step until the first and the last VM answered, from vm5k.log."""
+    start, answered = None, []
+    for line in log.read_text().splitlines():
+        match = LOG_LINE.match(line)
+        if match is None:
+            continue
+        when = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if start is None and re.search(r"^vms: create and start", match.group(3)):
+            start = when
+        elif start is not None and re.search(r"^\S+ answers on \S+ after", match.group(3)):
+            answered.append(when - start)
+    if start is None or not answered:
+        return {}
+    return {"first_answer_s": round(min(answered), 1), "last_answer_s": round(max(answered), 1)}
 
 
 def measure_floor(testbed: LabTestbed, work: Path) -> dict[str, Any]:
@@ -186,7 +209,7 @@ def report(runs: list[dict[str, Any]], floor: dict[str, Any]) -> None:
           f"one VM alone {floor['boot_alone_s']:.1f} s; {floor['cores']} cores")
     head = (f"{'hosts/VMs':>9} {'ok':>4} {'hosts s':>8} {'floor':>6} {'×':>5} {'vms s':>7} {'floor':>6} "
             f"{'×':>5} {'total':>7} {'CPU s':>6} {'budget':>6} {'RSS MB':>6} {'conn':>5} {'sess':>6} "
-            f"{'tunnels':>7} {'http':>5} {'1st VM':>6} {'destroy':>7}  load before → after")
+            f"{'tunnels':>7} {'http':>5} {'1st VM':>6} {'last':>5} {'destroy':>7}  load before → after")
     print(head)
     for run in runs:
         a = run["analysis"]
@@ -198,7 +221,8 @@ def report(runs: list[dict[str, Any]], floor: dict[str, Any]) -> None:
               f"{run['cpu_s']:>6.2f} {a['cpu_budget_s']:>6.2f} {run['peak_rss_mb']:>6.0f} "
               f"{counts.get('ssh_connections', 0):>5} {counts.get('ssh_sessions', 0):>6} "
               f"{counts.get('ssh_tunnels', 0):>7} {counts.get('http_requests', 0):>5} "
-              f"{run.get('first_vm_boot_s') or 0:>6.1f} {run['destroy']['wall_s']:>7.1f}  "
+              f"{run.get('first_answer_s') or 0:>6.1f} {run.get('last_answer_s') or 0:>5.1f} "
+              f"{run['destroy']['wall_s']:>7.1f}  "
               f"{run['load_before']} → {run['load_after']}")
     print("\nper step (CPU s / SSH sessions / tunnels / HTTP requests):")
     for run in runs:
