@@ -100,10 +100,9 @@ def main() -> int:
 
     def profiled_serve(self: loop.LoopThread) -> None:
         looped = cProfile.Profile()
-        try:
-            looped.runcall(serve, self)
-        finally:
-            looped.dump_stats(f"{profile}.loop.prof")
+        # the API keeps the run's loop open until the process ends: its profile is written at exit
+        atexit.register(looped.dump_stats, f"{profile}.loop.prof")
+        looped.runcall(serve, self)
 
     loop.LoopThread._serve = profiled_serve  # type: ignore[method-assign]
     profiler = cProfile.Profile()
