@@ -77,3 +77,16 @@ def test_lines_not_understood_leave_the_file_to_asyncssh() -> None:
 def test_missing_file_is_empty(tmp_path: Path) -> None:
     config = ClientConfig.read([tmp_path / "absent"])
     assert config.exact and config.options("h").hostname == "h" and config.options("h").port == 22
+
+
+def test_the_pool_reads_the_file_again_only_when_it_changed(tmp_path: Path) -> None:
+    from vm5k.remote import SshSettings
+    from vm5k.remote.connections import ConnectionPool
+
+    path = tmp_path / "ssh_config"
+    path.write_text("Host vm-1\n  HostName 10.0.0.1\n")
+    pool = ConnectionPool(SshSettings(config_files=(path,)))
+    first = pool.client_config()
+    assert pool.client_config() is first and pool.resolve("vm-1").hostname == "10.0.0.1"
+    path.write_text("Host vm-1\n  HostName 10.0.0.1\nHost vm-2\n  HostName 10.0.0.2\n")  # a VM added
+    assert pool.resolve("vm-2").hostname == "10.0.0.2"

@@ -36,6 +36,7 @@ import re
 import shlex
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -130,10 +131,14 @@ class ConnectionPool:
         self._locks: dict[_Hop, asyncio.Lock] = {}
         self._closed = False
         self._config: ClientConfig | None = None
+        self._config_stamp: tuple[tuple[int, ...], ...] = ()
 
     def client_config(self) -> ClientConfig:
-        """The run's config files, read on first use and then kept (see the module docstring)."""
-        if self._config is None:
+        """The run's config files, read on first use and again only when one changed (a run's outdir
+        ssh_config is rewritten when its VMs change): see the module docstring."""
+        stamp = _stamps(self.settings.config_files)
+        if self._config is None or stamp != self._config_stamp:
+            self._config_stamp = stamp
             self._config = ClientConfig.read(self.settings.config_files)
             if not self._config.exact:
                 log.debug("ssh config: %s not understood: asyncssh reads the file at every connection",
@@ -272,6 +277,19 @@ class ConnectionPool:
             raise AuthenticationError(
                 f"{hop.label()}: permission denied for user {endpoint.user} "
                 f"({exc.reason or 'no key was accepted'})") from exc
+
+
+def _stamps(paths: tuple[Path, ...]) -> tuple[tuple[int, ...], ...]:
+    """What tells that a file changed: inode, size, modification time (() for a missing file)."""
+    stamps: list[tuple[int, ...]] = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            stamps.append(())
+            continue
+        stamps.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
 
 
 class HostKeyError(RemoteError):
