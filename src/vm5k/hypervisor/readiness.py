@@ -33,6 +33,7 @@ from pathlib import Path
 import asyncssh
 
 from vm5k.remote import TunnelRunner
+from vm5k.remote.connections import ENCRYPTION_ALGS
 from vm5k.remote.known_hosts import KnownHostsStore
 from vm5k.remote.runner import command_line
 
@@ -141,7 +142,7 @@ class VmProber:
                 async with asyncssh.connect(
                         address, tunnel=conn, username=self.user, client_keys=self.keys, known_hosts=known,
                         client_factory=lambda: _VmKeys(store, self._memory), agent_path=None,
-                        config=None, connect_timeout=LOGIN_TIMEOUT,
+                        config=None, connect_timeout=LOGIN_TIMEOUT, encryption_algs=list(ENCRYPTION_ALGS),
                         server_host_key_algs=list(HOST_KEY_ALGS)) as vm:
                     result = await vm.run("hostname", check=False)
         except asyncssh.PermissionDenied as error:
