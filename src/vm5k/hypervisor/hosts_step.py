@@ -169,4 +169,4 @@ def record_host(host: Host, facts: HostFacts, decision: accel.Decision, bridge: 
     host.state = HOST_OK
     host.reason = None
     HostRuntime(accel=decision.accel, accel_reason=decision.reason, nproc=facts.nproc, address=facts.address,
-                prefixlen=facts.prefixlen, bridge=bridge).record(host)
+                prefixlen=facts.prefixlen, bridge=bridge, boot_id=facts.boot_id).record(host)

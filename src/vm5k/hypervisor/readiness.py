@@ -24,13 +24,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 
 from vm5k.remote import TunnelRunner
+from vm5k.remote.connections import ENCRYPTION_ALGS
 from vm5k.remote.known_hosts import KnownHostsStore
+from vm5k.remote.runner import command_line
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +142,7 @@ class VmProber:
                 async with asyncssh.connect(
                         address, tunnel=conn, username=self.user, client_keys=self.keys, known_hosts=known,
                         client_factory=lambda: _VmKeys(store, self._memory), agent_path=None,
-                        config=None, connect_timeout=LOGIN_TIMEOUT,
+                        config=None, connect_timeout=LOGIN_TIMEOUT, encryption_algs=list(ENCRYPTION_ALGS),
                         server_host_key_algs=list(HOST_KEY_ALGS)) as vm:
                     result = await vm.run("hostname", check=False)
         except asyncssh.PermissionDenied as error:
@@ -149,3 +154,104 @@ class VmProber:
         if result.exit_status != 0:
             return Probe("banner", f"command failed with status {result.exit_status}")
         return Probe("login", str(result.stdout or "").strip())
+
+
+# ------------------------------------------------------------------------------------------- domain events
+
+#: One long-running command per host for all its VMs: libvirt's lifecycle events as they happen, instead of
+#: a ``virsh list`` every few seconds (a process and an SSH session each time, on hosts that share their
+#: cores with the booting VMs). It ends when its stdin closes (the channel or the connection did), since
+#: sshd does not end a command whose channel closed.
+EVENTS_SCRIPT = r"""
+virsh -q -c qemu:///system event --loop --event lifecycle &
+events=$!
+cat >/dev/null
+kill $events 2>/dev/null
+wait $events 2>/dev/null
+exit 0
+"""
+#: "event 'lifecycle' for domain 'NAME': Started Booted" (older virsh: no quotes around NAME)
+EVENT_LINE = re.compile(r"^event 'lifecycle' for domain '?(?P<domain>[^':]+)'?: (?P<event>\w+)")
+#: libvirt's lifecycle events → the state vm5k follows ("running", or why it is not)
+EVENT_STATES = {"Started": "running", "Resumed": "running", "Stopped": "shut off", "Shutdown": "shut off",
+                "Crashed": "crashed", "Undefined": "disappeared", "Suspended": "paused"}
+
+
+def parse_event(line: str) -> tuple[str, str] | None:
+    """(domain name, state) of one line of ``virsh event --event lifecycle``; None for other lines.
+
+    >>> parse_event("event 'lifecycle' for domain 'vm5k-r1-vm-1': Stopped Destroyed")
+    ('vm5k-r1-vm-1', 'shut off')
+    >>> parse_event("event 'lifecycle' for domain vm-2: Started Booted")
+    ('vm-2', 'running')
+    >>> parse_event("event loop timed out") is None
+    True
+    """
+    match = EVENT_LINE.match(line.strip())
+    if match is None or match.group("event") not in EVENT_STATES:
+        return None
+    return match.group("domain"), EVENT_STATES[match.group("event")]
+
+
+class DomainEvents:
+    """The lifecycle events of one host's domains, streamed over its SSH connection (see EVENTS_SCRIPT).
+
+    ``started[domain]``: when the last "Started" event arrived; ``state[domain]``: (state, when it arrived).
+    A VM started at ``since`` stopped by itself when a "Started" event came after ``since`` and a
+    non-running state after that one (events of one host arrive in order); or, when its "Started" event
+    was missed (the stream began listening after the start), a non-running state ``grace`` seconds after
+    ``since`` (an earlier destroy's event may arrive just after the start was asked).
+    """
+
+    def __init__(self) -> None:
+        self.state: dict[str, tuple[str, float]] = {}
+        self.started: dict[str, float] = {}
+        self.listening = asyncio.Event()
+
+    def note(self, line: str, clock: Callable[[], float] = time.monotonic) -> None:
+        event = parse_event(line)
+        if event is None:
+            return
+        domain, state = event
+        now = clock()
+        if state == "running":
+            self.started[domain] = now
+        self.state[domain] = (state, now)
+
+    def stopped(self, domain: str, since: float, grace: float = 4.0) -> str | None:
+        """The state a domain started at ``since`` fell into by itself (None while it runs).
+
+        >>> events = DomainEvents()
+        >>> events.note("event 'lifecycle' for domain 'd': Stopped Destroyed", clock=lambda: 9.0)
+        >>> events.note("event 'lifecycle' for domain 'd': Started Booted", clock=lambda: 10.5)
+        >>> events.stopped("d", since=10.0) is None
+        True
+        >>> events.note("event 'lifecycle' for domain 'd': Crashed Panicked", clock=lambda: 30.0)
+        >>> events.stopped("d", since=10.0)
+        'crashed'
+        """
+        state, when = self.state.get(domain, ("running", 0.0))
+        if state == "running" or when < since:
+            return None
+        started = self.started.get(domain)
+        if started is not None and started >= since:
+            return state if when >= started else None
+        return state if when >= since + grace else None
+
+    async def follow(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Read the host's events until cancelled or the stream ends (then raises `EventsEnded`)."""
+        line = command_line(["sh", "-c", EVENTS_SCRIPT, "vm5k-events"])
+        async with await conn.create_process(line, encoding="utf-8", errors="replace") as process:
+            self.listening.set()
+            try:
+                async for text in process.stdout:
+                    self.note(text)
+            finally:
+                process.stdin.write_eof()
+            completed = await process.wait(check=False)
+        raise EventsEnded(f"the event stream ended (status {completed.exit_status}): "
+                          f"{str(completed.stderr or '').strip()[:200]}")
+
+
+class EventsEnded(Exception):
+    """The host's event stream ended: its follower falls back to polling."""

@@ -1,9 +1,9 @@
 """What the hosts step learns about each host and the later steps use: one typed record, one owner.
 
-The accelerator chosen (KVM or TCG, and why), the processors, the address and prefix of the host's main
-interface and the bridge the VMs join are read once, when the host is set up (`record`), and kept in the
-topology with the host (``host.extra``, so that ``--resume`` and the other operations find them);
-every reader gets them from `HostRuntime.of` instead of knowing the keys.
+The accelerator chosen (KVM or TCG, and why), the processors and the kernel's boot id, the address and
+prefix of the host's main interface and the bridge the VMs join are read once, when the host is set up
+(`record`), and kept in the topology with the host (``host.extra``, so that ``--resume`` and the other
+operations find them); every reader gets them from `HostRuntime.of` instead of knowing the keys.
 
 >>> from vm5k.topology import Host
 >>> host = Host("node-1")
@@ -33,6 +33,7 @@ class HostRuntime:
     address: str = ""
     prefixlen: int = 0
     bridge: str = ""
+    boot_id: str = ""  # the host's kernel: hosts on one kernel share their processors (`waves`)
 
     @classmethod
     def of(cls, host: Host) -> HostRuntime:
@@ -40,7 +41,8 @@ class HostRuntime:
         return cls(accel=str(extra.get("accel") or default.accel),
                    accel_reason=str(extra.get("accel_reason") or ""),
                    nproc=int(extra.get("nproc") or 0), address=str(extra.get("address") or ""),
-                   prefixlen=int(extra.get("prefixlen") or 0), bridge=str(extra.get("bridge") or ""))
+                   prefixlen=int(extra.get("prefixlen") or 0), bridge=str(extra.get("bridge") or ""),
+                   boot_id=str(extra.get("boot_id") or ""))
 
     def record(self, host: Host) -> None:
         host.extra.update(asdict(self))

@@ -8,9 +8,11 @@ Per host (all hosts at once):
 3. the small files of every VM to create (seed, domain XML) go in one archive; one script makes the seed
    ISOs and the disks (with ``-l all``, every VM's disk and seed on every host);
 4. VMs start in waves sized to the host's ``nproc`` (a sliding window: when one VM has booted, i.e. got
-   its address, the next one starts), and each is followed through the readiness stages
+   its address, the next one starts; hosts that report the same kernel ``boot_id`` share their processors,
+   hence one window: `vm5k.hypervisor.waves`), and each is followed through the readiness stages
    (`vm5k.hypervisor.readiness`) by a probe every second through the host's SSH connection, while one
-   ``virsh list`` per host every two seconds notices domains that stopped;
+   stream of libvirt's lifecycle events per host, for all its VMs, notices domains that stopped (a
+   ``virsh list`` every two seconds where the stream cannot run);
 5. a VM that has not accepted the run's key ``boot_timeout`` seconds after its start (or whose domain
    stopped) is destroyed and created again (``recreate`` times, once by default); then it is stopped (kept
    for inspection) and marked KO with the stage it reached and the last lines of its serial console;
@@ -38,11 +40,12 @@ from vm5k.hypervisor import lifecycle
 from vm5k.hypervisor.disks import VmFiles, clean_command, pack, parse_prepare, prepare_command
 from vm5k.hypervisor.domain import DomainSpec, domain_xml
 from vm5k.hypervisor.layout import HostLayout
-from vm5k.hypervisor.readiness import Probe, VmProber
+from vm5k.hypervisor.readiness import DomainEvents, EventsEnded, Probe, VmProber
 from vm5k.hypervisor.runtime import HostRuntime
 from vm5k.hypervisor.seed import meta_data, user_data
 from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import mark_host_ko, mark_vm_ko, meta, short
+from vm5k.hypervisor.waves import plan_windows
 from vm5k.remote import HostResult, TunnelRunner
 from vm5k.topology import HOST_OK, VM, VM_OK, VM_STOPPED, Host, Topology
 
@@ -83,8 +86,10 @@ class HostBoot:
     settings: RunSettings
     progress: StepCounter
     counter: _Counter
-    states: dict[str, str] = field(default_factory=dict)
+    window: asyncio.Semaphore
+    states: dict[str, str] = field(default_factory=dict)  # when polling: the last `virsh list`
     states_at: float = 0.0
+    events: DomainEvents | None = None  # when streaming: the host's lifecycle events
     failed: str | None = None
     finished: set[str] = field(default_factory=set)
     _errors: int = 0
@@ -194,8 +199,8 @@ class HostBoot:
         if not to_create and self.settings.disk_location == "one":
             return
         ready = await self._prepare(to_create)
-        window = asyncio.Semaphore(self.settings.boot_parallel or HostRuntime.of(self.host).nproc or 1)
-        poller = asyncio.create_task(self._poll_states())
+        window = self.window
+        poller = asyncio.create_task(self._watch_states())
         try:
             outcomes = await asyncio.gather(*(self._boot(vm, window) for vm in ready), return_exceptions=True)
         finally:
@@ -237,6 +242,28 @@ class HostBoot:
                 mark_vm_ko(vm, f"disk/seed on {self.host.id}: {why}")
                 self._done(vm)
         return ready
+
+    async def _watch_states(self) -> None:
+        """Follow the host's domains: its event stream, or polls when the stream cannot run."""
+        events = DomainEvents()
+        try:
+            conn = await self.ssh.connection(self.host.id)
+            self.events = events
+            await events.follow(conn)
+        except asyncio.CancelledError:
+            raise
+        except (EventsEnded, RemoteError, OSError, asyncssh.Error) as error:
+            log.debug("%s: no domain events (%s): polling the domains' states", self.host.id, error)
+        self.events = None
+        await self._poll_states()
+
+    def _stopped(self, vm: VM, since: float) -> str | None:
+        """The state of a VM started at ``since`` if its domain stopped by itself since; None otherwise."""
+        if self.events is not None:
+            return self.events.stopped(self.layout.domain_name(vm.id), since, STOPPED_GRACE)
+        if self.states_at > since + STOPPED_GRACE and self.states.get(vm.id) != "running":
+            return self.states.get(vm.id, "disappeared")
+        return None
 
     async def _poll_states(self) -> None:
         while True:
@@ -313,6 +340,7 @@ class HostBoot:
         with the last probe's detail."""
         assert vm.ip is not None
         self.prober.forget(vm.ip)  # a new instance makes new host keys (a former run may have used this IP)
+        asked = time.monotonic()
         started = await self._run(lifecycle.start_command(self.layout, [vm.id]), timeout=120)
         why = lifecycle.parse_outcome(started.stdout, self.layout).get(vm.id, started.describe())
         if why is not None:
@@ -331,8 +359,9 @@ class HostBoot:
                 vm.extra["boot_seconds"] = round(time.monotonic() - t0, 2)
                 log.info("%s answers on %s after %.1f s", vm.id, self.host.id, time.monotonic() - t0)
                 return probe
-            if self.states_at > t0 + STOPPED_GRACE and self.states.get(vm.id) != "running":
-                return Probe(best, f"domain {self.states.get(vm.id, 'disappeared')} by itself")
+            stopped = self._stopped(vm, asked)
+            if stopped is not None:
+                return Probe(best, f"domain {stopped} by itself")
             if time.monotonic() >= deadline:
                 return Probe(best, probe.detail or "no answer")
             await asyncio.sleep(PROBE_INTERVAL)
@@ -367,7 +396,16 @@ async def deploy_vms(topo: Topology, ssh: TunnelRunner, settings: RunSettings,
     counter = _Counter(total=sum(len(host.vms) for host in ok_hosts))
     prober = VmProber(ssh, settings.private_key, settings.vm_user)
     progress("vms", 0, counter.total, f"{counter.total} VMs on {len(ok_hosts)} hosts")
-    boots = [HostBoot(host, topo, ssh, prober, settings, progress, counter) for host in ok_hosts]
+    facts = {host.id: HostRuntime.of(host) for host in ok_hosts}
+    plan = plan_windows([(host.id, facts[host.id].boot_id, facts[host.id].nproc or 1) for host in ok_hosts],
+                        settings.boot_parallel)
+    windows = {window.key: asyncio.Semaphore(window.size) for window in plan.values()}
+    shared = [window for window in dict.fromkeys(plan.values()) if len(window.hosts) > 1]
+    for window in shared:
+        log.info("%d hosts share one kernel (%s): %d VM boots at once among them", len(window.hosts),
+                 window.key, window.size)
+    boots = [HostBoot(host, topo, ssh, prober, settings, progress, counter, windows[plan[host.id].key])
+             for host in ok_hosts]
     await asyncio.gather(*(boot.run() for boot in boots))
     ok = sum(1 for vm in topo.vms() if vm.state == VM_OK)
     log.info("VMs: %d of %d answer SSH", ok, len(topo.vms()))

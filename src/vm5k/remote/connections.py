@@ -8,8 +8,11 @@ Why a pool of our own on top of asyncssh:
   known_hosts (not the run's). Here the jump host is taken from this pool (so the many VMs of one host
   share the host's connection, as ssh's ControlMaster would) and every hop is checked against the run's
   known_hosts with the run's keys;
-- ``ProxyCommand`` from the config file is left to asyncssh, which runs it without a shell after
-  expanding ``%h``/``%p`` (checked by the tests with ``ip netns exec <ns> nc %h %p``);
+- ``ProxyCommand`` from the config file is run by asyncssh without a shell after expanding ``%h``/``%p``
+  (checked by the tests with ``ip netns exec <ns> nc %h %p``);
+- the config files are read once per run (`vm5k.remote.ssh_config`) and each host's options are passed
+  explicitly: asyncssh alone would parse the whole file at every connection. A file with lines vm5k does
+  not understand is still left to asyncssh, per connection (slower, never different);
 - retries and host-key errors that say what to do.
 
 >>> import asyncio
@@ -30,20 +33,31 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import socket
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import asyncssh
 
 from vm5k.errors import RemoteError, UsageError
 from vm5k.remote.known_hosts import HostKeyCheckingClient, KnownHostsStore
 from vm5k.remote.settings import SshSettings
+from vm5k.remote.ssh_config import ClientConfig
 
 log = logging.getLogger(__name__)
 
 #: Host names and config aliases we accept: a name never reaches a shell, but a ProxyCommand of the
 #: config file may expand it (``%h``), so nothing that a shell could interpret gets that far.
 HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*\Z")
+
+#: Ciphers offered when vm5k applies the config itself: AES-GCM first. asyncssh's own first choice,
+#: chacha20-poly1305, is built in Python from a new cipher context per packet, about six times the CPU per
+#: packet here; every OpenSSH server of the last decade offers AES-GCM. A config that names its own
+#: ``Ciphers`` is left to asyncssh (`vm5k.remote.ssh_config`), which then follows it.
+ENCRYPTION_ALGS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+                   "aes128-ctr", "aes256-ctr")
 
 #: Failures after which an operation on an existing connection reconnects and reruns once.
 CONNECTION_DROPPED: tuple[type[BaseException], ...] = (
@@ -87,6 +101,7 @@ class Endpoint:
     proxy_jump: tuple[str, ...]
     proxy_command: tuple[str, ...] | None
     identity_files: tuple[str, ...] = ()  # the config's IdentityFile entries for this host
+    identities_only: bool = False  # the config's IdentitiesOnly: no agent keys
 
 
 @dataclass(frozen=True)
@@ -122,11 +137,35 @@ class ConnectionPool:
         self._connections: dict[_Hop, asyncssh.SSHClientConnection] = {}
         self._locks: dict[_Hop, asyncio.Lock] = {}
         self._closed = False
+        self._config: ClientConfig | None = None
+        self._config_stamp: tuple[tuple[int, ...], ...] = ()
+
+    def client_config(self) -> ClientConfig:
+        """The run's config files, read on first use and again only when one changed (a run's outdir
+        ssh_config is rewritten when its VMs change): see the module docstring."""
+        stamp = _stamps(self.settings.config_files)
+        if self._config is None or stamp != self._config_stamp:
+            self._config_stamp = stamp
+            self._config = ClientConfig.read(self.settings.config_files)
+            if not self._config.exact:
+                log.debug("ssh config: %s not understood: asyncssh reads the file at every connection",
+                          ", ".join(self._config.unsupported[:3]))
+        return self._config
 
     # ------------------------------------------------------------------ config
     def resolve(self, host: str, user: str | None = None, port: int | None = None) -> Endpoint:
         """Apply the config files to ``host``: its HostName, Port, User, ProxyJump and ProxyCommand."""
         check_host_name(host)
+        config = self.client_config()
+        if config.exact:
+            found = config.options(host, port)
+            return Endpoint(
+                alias=host, hostname=found.hostname, port=found.port,
+                user=user or self.settings.login_user(found.user),
+                proxy_jump=tuple(part.strip() for part in (found.proxy_jump or "").split(",")
+                                 if part.strip()),
+                proxy_command=tuple(shlex.split(found.proxy_command)) if found.proxy_command else None,
+                identity_files=found.identity_files, identities_only=found.identities_only)
         options = asyncssh.SSHClientConnectionOptions(
             config=[str(p) for p in self.settings.config_files] or None, host=host,
             port=port if port is not None else (), known_hosts=None, client_keys=None)
@@ -214,12 +253,21 @@ class ConnectionPool:
                                   + [p for p in endpoint.identity_files if os.path.isfile(p)])) or ()
         log.debug("ssh connect %s (%s@%s:%d%s)", hop.label(), endpoint.user, endpoint.hostname, endpoint.port,
                   f" via {tunnel.get_extra_info('host')}" if tunnel else "")
+        # With the config understood, everything it says is in `endpoint` and asyncssh reads no file.
+        where: dict[str, Any]
+        if self.client_config().exact:
+            where = {"host": endpoint.hostname, "port": endpoint.port, "config": None,
+                     "proxy_command": list(endpoint.proxy_command) if endpoint.proxy_command else None,
+                     "encryption_algs": list(ENCRYPTION_ALGS)}
+            if endpoint.identities_only:
+                where["agent_path"] = None
+        else:
+            where = {"host": hop.alias, "port": hop.port if hop.port is not None else (),
+                     "config": [str(p) for p in settings.config_files] or None}
         try:
             return await asyncssh.connect(
-                hop.alias,
-                port=hop.port if hop.port is not None else (),
+                **where,
                 username=endpoint.user,
-                config=[str(p) for p in settings.config_files] or None,
                 client_keys=keys,
                 known_hosts=self.known_hosts.load(),
                 client_factory=lambda: HostKeyCheckingClient(self.known_hosts),
@@ -237,6 +285,19 @@ class ConnectionPool:
             raise AuthenticationError(
                 f"{hop.label()}: permission denied for user {endpoint.user} "
                 f"({exc.reason or 'no key was accepted'})") from exc
+
+
+def _stamps(paths: tuple[Path, ...]) -> tuple[tuple[int, ...], ...]:
+    """What tells that a file changed: inode, size, modification time (() for a missing file)."""
+    stamps: list[tuple[int, ...]] = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            stamps.append(())
+            continue
+        stamps.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
 
 
 class HostKeyError(RemoteError):

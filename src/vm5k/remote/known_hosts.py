@@ -56,6 +56,7 @@ class KnownHostsStore:
         self.record_new = record_new
         #: (host, port) → (offered fingerprint, recorded fingerprints) for hosts refused for a changed key
         self.mismatches: dict[tuple[str, int | None], tuple[str, list[str]]] = {}
+        self._loaded: tuple[tuple[int, ...], asyncssh.SSHKnownHosts] | None = None
         if path is not None and record_new:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not path.exists():
@@ -72,11 +73,22 @@ class KnownHostsStore:
         calls :meth:`accept` (through the client object) for any other key.
         """
         path = self.path or self._default_path()
+        # Read again only when the file changed (a key recorded, an edit): every connection and every VM
+        # login asks for it, and parsing it is what grows with the fleet.
+        try:
+            stat = path.stat()
+            stamp: tuple[int, ...] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        except FileNotFoundError:
+            stamp = ()
+        if self._loaded is not None and self._loaded[0] == stamp:
+            return self._loaded[1]
         try:
             text = path.read_text()
         except FileNotFoundError:
-            text = ""
-        return asyncssh.import_known_hosts(text)
+            text, stamp = "", ()
+        known = asyncssh.import_known_hosts(text)
+        self._loaded = (stamp, known)
+        return known
 
     def recorded_keys(self, host: str, addr: str, port: int | None) -> list[asyncssh.SSHKey]:
         """The keys the file holds for ``host`` (matched by name, address and port as ssh does)."""
@@ -103,6 +115,7 @@ class KnownHostsStore:
         line = known_hosts_line(host, port, key)
         with open(self.path, "a") as stream:
             stream.write(line + "\n")
+        self._loaded = None  # the same second may leave size and mtime alike after an edit elsewhere
         log.info("recorded the host key of %s (%s) in %s", known_hosts_pattern(host, port),
                  key.get_fingerprint(), self.path)
         return True
