@@ -2,7 +2,8 @@
 
 Every refusal comes before anything moves, in one line: an unknown VM or host, a VM not running, a
 destination that is its own host, not OK, of another accelerator (TCG and KVM guests do not migrate into
-each other) or bridge name, or without room (memory after the hypervisor reserve, vCPUs within the
+each other), without a processor feature of a KVM guest's CPU (libvirt's host-model is the source's
+processor), of another bridge name, or without room (memory after the hypervisor reserve, vCPUs within the
 overcommit ratio, the VMs migrating there counted). The intent is saved before the hosts are touched
 (``meta["migrations"]``); afterwards every outdir file shows the VMs' new hosts. The host-side work is
 `vm5k.hypervisor.migration`.
@@ -96,6 +97,12 @@ def plan_moves(topo: Topology, moves: Any, policy: Any) -> list[Move]:
         if accel_from != accel_to:
             raise UsageError(f"migrate: {vm_id} runs under {accel_from} on {source.id}, {dest.id} offers "
                              f"{accel_to}: a guest does not migrate between accelerators")
+        missing = facts_from.missing_cpu_flags(facts_to) if accel_from == "kvm" else []
+        if missing:
+            shown = " ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            raise UsageError(f"migrate: {vm_id}'s CPU is {source.id}'s ({facts_from.cpu_model or 'unknown'}"
+                             f"), {dest.id} ({facts_to.cpu_model or 'unknown'}) lacks {shown}: the guest "
+                             "would not start there")
         bridge_from, bridge_to = facts_from.bridge, facts_to.bridge
         if bridge_from and bridge_to and bridge_from != bridge_to:
             raise UsageError(f"migrate: {vm_id} is on bridge {bridge_from} of {source.id}, {dest.id} has "

@@ -39,6 +39,8 @@ echo "boot_id=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)"
 if [ -e /dev/kvm ]; then echo kvm_dev=1; else echo kvm_dev=0; fi
 if [ -e /sys/module/kvm_pvm ]; then echo kvm_pvm=1; else echo kvm_pvm=0; fi
 if grep -qwE 'vmx|svm' /proc/cpuinfo; then echo hw_virt=1; else echo hw_virt=0; fi
+awk -F': *' '/^model name/ && !m {print "cpu_model=" $2; m=1} /^flags/ && !f {print "cpu_flags=" $2; f=1}' \
+    /proc/cpuinfo 2>/dev/null
 if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi
 dev=$(ip -o -4 route show default 2>/dev/null \
     | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
@@ -72,6 +74,8 @@ class HostFacts:
     default_is_bridge: bool = False
     apt: bool = False
     accel_memo: str = ""
+    cpu_model: str = ""  # /proc/cpuinfo's model name and flags: what a KVM guest's CPU is made of
+    cpu_flags: str = ""
 
     @property
     def ram_bytes(self) -> int:
@@ -139,6 +143,8 @@ def parse_facts(text: str) -> HostFacts:
         default_is_bridge=values.get("default_is_bridge") == "1",
         apt=values.get("apt") == "1",
         accel_memo=values.get("accel_memo", ""),
+        cpu_model=values.get("cpu_model", ""),
+        cpu_flags=" ".join(sorted(values.get("cpu_flags", "").split())),
     )
 
 

@@ -168,5 +168,8 @@ def record_images(topo: Topology, images: dict[str, Image], settings: RunSetting
 def record_host(host: Host, facts: HostFacts, decision: accel.Decision, bridge: str) -> None:
     host.state = HOST_OK
     host.reason = None
+    kvm = decision.accel == "kvm"
     HostRuntime(accel=decision.accel, accel_reason=decision.reason, nproc=facts.nproc, address=facts.address,
-                prefixlen=facts.prefixlen, bridge=bridge, boot_id=facts.boot_id).record(host)
+                prefixlen=facts.prefixlen, bridge=bridge, boot_id=facts.boot_id,
+                cpu_model=facts.cpu_model if kvm else "",
+                cpu_flags=facts.cpu_flags if kvm else "").record(host)

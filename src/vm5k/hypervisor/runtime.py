@@ -34,6 +34,11 @@ class HostRuntime:
     prefixlen: int = 0
     bridge: str = ""
     boot_id: str = ""  # the host's kernel: hosts on one kernel share their processors (`waves`)
+    # Under KVM only: the processor a guest's CPU (libvirt's host-model) is made from, which a live
+    # migration's destination must offer (`vm5k.migrate`). Under TCG the guest's CPU is QEMU's own
+    # model, the same on every host, and the record stays small.
+    cpu_model: str = ""
+    cpu_flags: str = ""  # sorted, space-separated, as /proc/cpuinfo names them
 
     @classmethod
     def of(cls, host: Host) -> HostRuntime:
@@ -42,10 +47,23 @@ class HostRuntime:
                    accel_reason=str(extra.get("accel_reason") or ""),
                    nproc=int(extra.get("nproc") or 0), address=str(extra.get("address") or ""),
                    prefixlen=int(extra.get("prefixlen") or 0), bridge=str(extra.get("bridge") or ""),
-                   boot_id=str(extra.get("boot_id") or ""))
+                   boot_id=str(extra.get("boot_id") or ""), cpu_model=str(extra.get("cpu_model") or ""),
+                   cpu_flags=str(extra.get("cpu_flags") or ""))
 
     def record(self, host: Host) -> None:
         host.extra.update(asdict(self))
+
+    def missing_cpu_flags(self, dest: HostRuntime) -> list[str]:
+        """The processor features a KVM guest of this host has that `dest` lacks ([] when either is not
+        known: libvirt then checks by itself when the migration starts).
+
+        >>> a = HostRuntime(accel="kvm", cpu_flags="avx avx2 avx512f sse4_2")
+        >>> a.missing_cpu_flags(HostRuntime(accel="kvm", cpu_flags="avx avx2 sse4_2"))
+        ['avx512f']
+        """
+        if not self.cpu_flags or not dest.cpu_flags:
+            return []
+        return sorted(set(self.cpu_flags.split()) - set(dest.cpu_flags.split()))
 
 
 def mark_provisioned(host: Host) -> None:
