@@ -2,10 +2,9 @@
 
 A tiny VM (256 MiB) is deployed on a testbed of three rennes nodes; it is migrated from its node to the
 second one by ``Run.migrate`` (in this process: checks, lock, key and destination prepared, the migration,
-the wait until it answers SSH again, the outdir rewritten), then back by hand: the same preparation made
-outside the timed part (overlay on the same backing file and size, seed and domain XML copied), then only
-``virsh migrate`` with the same flags, timed. Meanwhile the third node pings the VM every 10 ms
-(``ping -D -i 0.01``): the longest gap between two replies is the VM's downtime, seen from a third place.
+the wait until it answers SSH again, the outdir rewritten), then by hand. Meanwhile the third node pings
+the VM every 10 ms (``ping -D -i 0.01``): the longest gap between two replies is the VM's downtime, seen
+from a third place.
 
 By hand, the timed part is the whole of what a user does for the same result: the destination prepared as
 vm5k prepares it, ``virsh migrate`` with the same flags, the wait until the VM answers SSH. The VM goes back
