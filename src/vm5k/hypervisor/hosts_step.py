@@ -41,6 +41,7 @@ from vm5k.hypervisor.runtime import HostRuntime, mark_provisioned
 from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import mark_host_ko, meta
 from vm5k.remote import Results, Runner
+from vm5k.timeline import IMAGE_READY, IMAGE_STARTED, SET_UP, SETUP_STARTED, stamp
 from vm5k.topology import HOST_KO, HOST_OK, Host, Topology
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,15 @@ def choose_service_node(hosts: Iterable[Host], wanted: str | None, nproc: dict[s
     return max(usable, key=lambda name: (nproc.get(name, 0), -usable.index(name)))
 
 
+def _host_ko(host: Host, reason: str) -> None:
+    """The host failed its set-up: KO, and its set-up ends now (the timeline shows where it stopped)."""
+    mark_host_ko(host, reason)
+    stamp(host, SET_UP)
+
+
 def _exclude(results: Results, hosts: dict[str, Host], what: str) -> list[str]:
     for result in results.ko:
-        mark_host_ko(hosts[result.host], f"{what}: {result.describe().removeprefix(result.host + ': ')}")
+        _host_ko(hosts[result.host], f"{what}: {result.describe().removeprefix(result.host + ': ')}")
         log.warning("%s: %s failed: %s", result.host, what, result.describe())
     return results.ok_hosts
 
@@ -91,6 +98,8 @@ async def setup_hosts(topo: Topology, runner: Runner, settings: RunSettings,
     if not hosts:
         return topo
     total = 8
+    for host in hosts.values():
+        stamp(host, SETUP_STARTED)
     sources = backing_sources(topo)
     images_task = asyncio.create_task(load_images(sources))
     distribution: asyncio.Task[DistributionReport] | None = None
@@ -100,7 +109,7 @@ async def setup_hosts(topo: Topology, runner: Runner, settings: RunSettings,
         ok = _exclude(results, hosts, "unreachable")
         for name in list(ok):
             if facts[name].uid != 0:
-                mark_host_ko(hosts[name], f"vm5k needs root on hosts (logged in as uid {facts[name].uid})")
+                _host_ko(hosts[name], f"vm5k needs root on hosts (logged in as uid {facts[name].uid})")
                 ok.remove(name)
         progress("hosts", 1, total, "folders")
         ok = _exclude(await runner.run(ok, folders_command(layout), timeout=60), hosts, "folders")
@@ -110,6 +119,8 @@ async def setup_hosts(topo: Topology, runner: Runner, settings: RunSettings,
         record_images(topo, images, settings)
         files = [item for image in images.values() for item in image.files()]
         distribution = asyncio.create_task(distribute(runner, ok, files, layout, timeout=3600))
+        for name in ok:
+            stamp(hosts[name], IMAGE_STARTED)
 
         state = meta(topo)
         wanted = settings.service_node or state.get("service_node")
@@ -137,13 +148,17 @@ async def setup_hosts(topo: Topology, runner: Runner, settings: RunSettings,
         progress("hosts", 6, total, "images")
         report = await distribution
         distribution = None
+        for name, when in report.ready_at.items():
+            if name in hosts and name not in report.failed:
+                stamp(hosts[name], IMAGE_READY, when)
         for name in list(ok):
             if name in report.failed:
-                mark_host_ko(hosts[name], report.failed[name])
+                _host_ko(hosts[name], report.failed[name])
                 ok.remove(name)
         for name in ok:
             bridge, _ = parse_bridge(bridged[name].stdout)
             record_host(hosts[name], facts[name], decisions[name], bridge or settings.bridge)
+            stamp(hosts[name], SET_UP)
         progress("hosts", total, total, f"{len(ok)} of {len(hosts)} hosts ready")
         log.info("hosts: %d of %d ready (images: %.1f s)", len(ok), len(hosts), report.seconds)
     finally:

@@ -39,6 +39,7 @@ import logging
 import os
 import posixpath
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,6 +218,15 @@ class DistributionReport:
     sent: dict[str, list[str]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # host → why it lacks a file
     seconds: float = 0.0
+    #: host → when (epoch seconds) its last file was found or put in place; a host in `failed` may be here
+    #: too, for the files it got
+    ready_at: dict[str, float] = field(default_factory=dict)
+
+    def got(self, hosts: Iterable[str]) -> None:
+        """These hosts hold one more file now."""
+        now = time.time()
+        for host in hosts:
+            self.ready_at[host] = max(self.ready_at.get(host, now), now)
 
 
 def check_command(files: Iterable[LocalFile], layout: HostLayout) -> list[str]:
@@ -261,6 +271,7 @@ async def distribute(runner: Runner, hosts: Iterable[str], files: Iterable[Local
         have = [h for h, (held, _) in status.items() if cached in held]
         missing = [h for h in status if h not in have]
         report.had[item.name] = have
+        report.got(have)
         shared = [h for h in missing if transfer == "auto" and cached in status[h][1]]
         chain = [h for h in missing if h not in shared]
         if shared:
@@ -268,12 +279,14 @@ async def distribute(runner: Runner, hosts: Iterable[str], files: Iterable[Local
                        item.remote(layout), item.sha256]
             copied = await runner.run(shared, command, timeout=timeout)
             report.shared[item.name] = copied.ok_hosts
+            report.got(copied.ok_hosts)
             for result in copied.ko:  # the shared copy failed: let the chain try
                 log.warning("%s: local copy of %s failed (%s); sending it", result.host, item.name,
                             result.describe())
                 chain.append(result.host)
         if chain:
             report.sent[item.name] = await _send(runner, chain, item, layout, timeout, report)
+            report.got(report.sent[item.name])
 
     await asyncio.gather(*(one(item) for item in unique.values()))
     report.seconds = loop.time() - started

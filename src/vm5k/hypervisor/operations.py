@@ -34,6 +34,7 @@ from vm5k.hypervisor.runtime import provisioned as is_provisioned
 from vm5k.hypervisor.settings import RunSettings
 from vm5k.hypervisor.state import mark_vm_ko, meta, short
 from vm5k.remote import TunnelRunner
+from vm5k.timeline import ANSWERED, CREATED, STARTED, stamp
 from vm5k.topology import VM, VM_OK, VM_STOPPED, Topology
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,8 @@ class FleetChange:
         outcome: dict[str, str | None] = {vm.id: started.get(vm.id, "no outcome from the start script")
                                           for vm in vms}
         waits = [vm for vm in vms if outcome[vm.id] is None]
+        for vm in waits:
+            stamp(vm, STARTED)
         answers = await asyncio.gather(*(self.wait_login(host, vm) for vm in waits))
         outcome.update({vm.id: why for vm, why in zip(waits, answers, strict=True)})
         return outcome
@@ -192,6 +195,7 @@ class FleetChange:
             if why is None:
                 assert vm.ip is not None
                 self.prober.forget(vm.ip)  # the fresh disk makes new host keys
+                stamp(vm, CREATED)
                 fresh.append(vm)
             else:
                 outcome[vm.id] = f"new disk: {why}"
@@ -214,6 +218,7 @@ class FleetChange:
                 if probe.stage == "login":
                     vm.extra["boot_seconds"] = round(time.monotonic() - t0, 2)
                     vm.extra["stage"] = "login"
+                    stamp(vm, ANSWERED)
                     return None
                 detail = f"{probe.stage}: {probe.detail}" if probe.detail else probe.stage
             await asyncio.sleep(PROBE_INTERVAL)

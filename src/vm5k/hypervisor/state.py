@@ -6,6 +6,8 @@
   ``provisioned`` (the run made its folders there: destroy visits it);
 - ``vm.extra``: ``domain`` (libvirt name), ``stage`` (the last readiness stage reached), ``attempts``,
   ``boot_seconds`` (start to key login);
+- ``extra["times"]`` of hosts and VMs: when their phases began and ended, epoch seconds (set-up, image copy;
+  created, started, answered), owned by `vm5k.timeline` (its event names, its rows, its picture);
 - states: hosts ``OK``/``KO``, VMs ``OK``/``KO``, each KO with a one-line ``reason``.
 
 >>> from vm5k.topology import Host

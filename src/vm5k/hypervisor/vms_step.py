@@ -47,6 +47,7 @@ from vm5k.hypervisor.settings import RunSettings, StepCounter, no_progress
 from vm5k.hypervisor.state import mark_host_ko, mark_vm_ko, meta, short
 from vm5k.hypervisor.waves import plan_windows
 from vm5k.remote import HostResult, TunnelRunner
+from vm5k.timeline import ANSWERED, CREATED, STARTED, stamp
 from vm5k.topology import HOST_OK, VM, VM_OK, VM_STOPPED, Host, Topology
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,7 @@ class HostBoot:
         for vm in to_create:
             why = outcome.get(vm.id, "no outcome from the disk script" if result.ok else result.describe())
             if why is None:
+                stamp(vm, CREATED)
                 ready.append(vm)
             else:
                 mark_vm_ko(vm, f"disk/seed on {self.host.id}: {why}")
@@ -333,7 +335,10 @@ class HostBoot:
         assert vm.ip is not None
         await self._run(lifecycle.destroy_command(self.layout, [vm.id]))
         result = await self._run(prepare_command(self.layout, "", [self.vm_files(vm)]), timeout=600)
-        return parse_prepare(result.stdout).get(vm.id, f"disk script: {result.describe()}")
+        why = parse_prepare(result.stdout).get(vm.id, f"disk script: {result.describe()}")
+        if why is None:
+            stamp(vm, CREATED)
+        return why
 
     async def _start_and_wait(self, vm: VM, booted: Callable[[], None] = lambda: None) -> Probe:
         """Start the VM and follow it until it answers or its time is up; returns the best stage reached
@@ -345,6 +350,7 @@ class HostBoot:
         why = lifecycle.parse_outcome(started.stdout, self.layout).get(vm.id, started.describe())
         if why is not None:
             return Probe("defined", f"start failed: {why}")
+        stamp(vm, STARTED)
         t0 = time.monotonic()
         deadline = t0 + self.settings.boot_timeout
         best = "running"
@@ -357,6 +363,7 @@ class HostBoot:
             vm.extra["stage"] = best
             if probe.stage == "login":
                 vm.extra["boot_seconds"] = round(time.monotonic() - t0, 2)
+                stamp(vm, ANSWERED)
                 log.info("%s answers on %s after %.1f s", vm.id, self.host.id, time.monotonic() - t0)
                 return probe
             stopped = self._stopped(vm, asked)

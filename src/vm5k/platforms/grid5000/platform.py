@@ -83,6 +83,7 @@ from vm5k.platforms.grid5000.status import fetch_availability
 from vm5k.remote import SshRunner, SshSettings
 from vm5k.request import GRID5000, Element, Request, format_walltime
 from vm5k.runstate import RUN_ID_KEY
+from vm5k.timeline import DEPLOY_STARTED, DEPLOYED, stamp
 from vm5k.topology import HOST_KO, HOST_OK, Host, Topology
 
 log = logging.getLogger(__name__)
@@ -527,7 +528,7 @@ class Grid5000Platform:
         pending = [d for d in record.deployments if d.status not in FINAL]
         if pending:
             log.info("waiting for the deployments started before: %s", ", ".join(d.uid for d in pending))
-            self._wait_deployments(pending)
+            self._stamp_ends(pending, by_node, self._wait_deployments(pending))
             self._absorb(pending, by_node, done, failed, options.environment.name, run_jobs)
         fresh = [h for h in hosts if h.id not in done and not tries.get(node_of(h))]
         if fresh and record.vlan and not options.forcedeploy and self.marker is not None:
@@ -551,7 +552,7 @@ class Grid5000Platform:
             records = self._start_deployments(topo, record, batch, attempt)
             for host in batch:
                 tries[node_of(host)] = tries.get(node_of(host), 0) + 1
-            self._wait_deployments(records)
+            self._stamp_ends(records, by_node, self._wait_deployments(records))
             self._absorb(records, by_node, done, failed, options.environment.name, run_jobs)
         for host in hosts:
             if host.id in done:
@@ -598,12 +599,22 @@ class Grid5000Platform:
                      doc["uid"], attempt)
             records.append(DeploymentRecord(site, str(doc["uid"]), nodes, env.name, attempt,
                                             str(doc.get("status") or "processing")))
+            for host in hosts:
+                if node_of(host) in nodes:
+                    stamp(host, DEPLOY_STARTED)
         record.deployments.extend(records)
         self._save(topo, record)
         return records
 
-    def _wait_deployments(self, records: Sequence[DeploymentRecord]) -> None:
+    def _wait_deployments(self, records: Sequence[DeploymentRecord]) -> dict[str, float]:
+        """Wait until the deployments end; deployment uid → when (epoch seconds) it was seen ended."""
+        ended: dict[str, float] = {}
+
         def report(all_records: Sequence[DeploymentRecord]) -> None:
+            now = time.time()
+            for r in all_records:
+                if r.status in FINAL:
+                    ended.setdefault(r.uid, now)
             items = tuple(ProgressItem(f"{r.site}:{r.uid}", r.status) for r in all_records)
             running = sum(1 for r in all_records if r.status not in FINAL)
             message = (f"Kadeploy: {running} of {len(all_records)} deployments running" if running
@@ -611,6 +622,16 @@ class Grid5000Platform:
             self._report(ProgressReport("deploy_hosts", message, items))
 
         wait_deployments(self.api, records, poll=self.poll, sleep=self.sleep, progress=report)
+        return ended
+
+    @staticmethod
+    def _stamp_ends(records: Sequence[DeploymentRecord], by_node: dict[str, Host],
+                    ended: dict[str, float]) -> None:
+        """Each host's deployment ends when its deployment was seen ended (the run's timeline)."""
+        for deployment in records:
+            for node in deployment.nodes:
+                if node in by_node and deployment.uid in ended:
+                    stamp(by_node[node], DEPLOYED, ended[deployment.uid])
 
     @staticmethod
     def _run_jobs(topo: Topology, record: Grid5000Record) -> dict[str, str]:
