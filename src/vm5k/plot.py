@@ -1,19 +1,19 @@
 """The original vm5k's ``--plot``: a picture of the deployment, sites → clusters → hosts → VMs, by state.
 
-The original drew a networkx "twopi" graph through Graphviz. Graphviz is not a dependency here, so the
-layout is computed by hand and stays readable for hundreds of VMs: the VMs sit on the outer circle in
-document order, every parent sits at the mean angle of its children on an inner circle, and the grid is the
-centre. The same figure is written as PNG (to look at) and SVG (to zoom into).
+The original drew a networkx "twopi" graph through Graphviz, unreadable past a few dozen VMs. Here
+`vm5k.topology_layout` computes a sunburst (where every node and label goes, in points, labels only where
+they fit) and this module only draws it: arcs as wedges, VMs as one scatter per state, texts where the
+layout put them, one data unit to one point so the layout's sizes hold. The same figure is written as PNG
+(to look at) and SVG (to zoom into); `vm5k.timeline` draws the run's other picture.
 
 Example::
 
     >>> from vm5k.topology import Topology, Host, VM
     >>> topo = Topology()
     >>> _ = topo.add_host("rennes", "paravance", Host("paravance-1.rennes.grid5000.fr"))
-    >>> topo.place(VM("vm-1"), "paravance-1.rennes.grid5000.fr")
-    >>> graph = topology_graph(topo)
-    >>> sorted(data["level"] for _, data in graph.nodes(data=True))
-    ['cluster', 'grid', 'host', 'site', 'vm']
+    >>> topo.place(VM("vm-1", state="OK"), "paravance-1.rennes.grid5000.fr")
+    >>> summary(topo)
+    'vm5k: 1 VMs (1 OK, 0 KO, 0 other) on 1 hosts (0 OK) in 1 clusters of 1 sites'
 """
 
 from __future__ import annotations
@@ -21,66 +21,39 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import networkx as nx
-
 from vm5k.topology import HOST_KO, HOST_OK, VM_KO, VM_OK, Topology
+from vm5k.topology_layout import VM_MARK, Layout, layout_topology
 
-# radius of each level's circle, and how each level is drawn
-RADIUS = {"grid": 0.0, "site": 1.0, "cluster": 2.0, "host": 3.0, "vm": 4.2}
-NODE_SIZE = {"grid": 500, "site": 350, "cluster": 250, "host": 160, "vm": 45}
 STATE_COLOURS = {VM_OK: "#2ca02c", VM_KO: "#d62728"}  # the same words for hosts (HOST_OK/HOST_KO)
-LEVEL_COLOURS = {"grid": "#444444", "site": "#1f77b4", "cluster": "#9467bd"}
-OTHER_STATE_COLOUR = "#bbbbbb"  # planned, or any state between planned and OK/KO
+OTHER_STATE_COLOUR = "#bbbbbb"  # planned, stopped, or any state between planned and OK/KO
+GRID_COLOUR = "#444444"
+#: sites take these in turn; their clusters a lighter shade of the same
+SITE_COLOURS = ("#9ecae1", "#fdae6b", "#a1d99b", "#bcbddc", "#fdd0a2", "#c7e9c0", "#dadaeb", "#fcbba1",
+                "#d9d9d9", "#c6dbef")
+TITLE_INCHES, LEGEND_INCHES = 0.6, 0.5
 assert (HOST_OK, HOST_KO) == (VM_OK, VM_KO)
 
 
-def topology_graph(topo: Topology) -> nx.DiGraph:
-    """The topology as a tree: node keys are ``level:id``, with `level`, `label` and `state` attributes."""
-    graph = nx.DiGraph()
-    graph.add_node("grid", level="grid", label="grid5000", state=None)
-    for site in topo.sites:
-        site_key = f"site:{site.id}"
-        graph.add_node(site_key, level="site", label=site.id, state=None)
-        graph.add_edge("grid", site_key)
-        for cluster in site.clusters:
-            cluster_key = f"cluster:{site.id}/{cluster.id}"
-            graph.add_node(cluster_key, level="cluster", label=cluster.id, state=None)
-            graph.add_edge(site_key, cluster_key)
-            for host in cluster.hosts:
-                host_key = f"host:{host.id}"
-                graph.add_node(host_key, level="host", label=host.id.split(".")[0], state=host.state)
-                graph.add_edge(cluster_key, host_key)
-                for vm in host.vms:
-                    vm_key = f"vm:{vm.id}"
-                    graph.add_node(vm_key, level="vm", label=vm.id, state=vm.state)
-                    graph.add_edge(host_key, vm_key)
-    return graph
+def summary(topo: Topology) -> str:
+    """The picture's title: what the fleet is, in counts."""
+    vms = topo.vms()
+    hosts = topo.hosts()
+    ok = sum(1 for vm in vms if vm.state == VM_OK)
+    ko = sum(1 for vm in vms if vm.state == VM_KO)
+    clusters = sum(1 for site in topo.sites for cluster in site.clusters if cluster.hosts)
+    sites = sum(1 for site in topo.sites if any(cluster.hosts for cluster in site.clusters))
+    hosts_ok = sum(1 for host in hosts if host.state == HOST_OK)
+    return (f"vm5k: {len(vms)} VMs ({ok} OK, {ko} KO, {len(vms) - ok - ko} other) on {len(hosts)} hosts "
+            f"({hosts_ok} OK) in {clusters} clusters of {sites} sites")
 
 
-def radial_layout(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
-    """Positions: leaves spread evenly on their level's circle, parents at their children's mean angle."""
-    angles: dict[str, float] = {}
-    leaves = [node for node in nx.dfs_preorder_nodes(graph, "grid") if graph.out_degree(node) == 0]
-    for index, leaf in enumerate(leaves):
-        angles[leaf] = 2 * math.pi * index / max(len(leaves), 1)
-    for node in reversed(list(nx.dfs_preorder_nodes(graph, "grid"))):
-        children = list(graph.successors(node))
-        if children:
-            # mean of unit vectors, so a parent whose children straddle angle 0 is not sent to the far side
-            x = sum(math.cos(angles[child]) for child in children)
-            y = sum(math.sin(angles[child]) for child in children)
-            angles[node] = math.atan2(y, x)
-    positions = {}
-    for node, data in graph.nodes(data=True):
-        radius = RADIUS[data["level"]]
-        positions[node] = (radius * math.cos(angles[node]), radius * math.sin(angles[node]))
-    return positions
-
-
-def _colour(level: str, state: str | None) -> str:
-    if level in LEVEL_COLOURS:
-        return LEVEL_COLOURS[level]
+def _state_colour(state: str | None) -> str:
     return STATE_COLOURS.get(state or "", OTHER_STATE_COLOUR)
+
+
+def _lighter(colour: str, share: float = 0.5) -> str:
+    red, green, blue = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return "#" + "".join(f"{round(c + (255 - c) * share):02x}" for c in (red, green, blue))
 
 
 def plot_topology(topo: Topology, outdir: str | Path, name: str = "topology") -> list[Path]:
@@ -89,35 +62,71 @@ def plot_topology(topo: Topology, outdir: str | Path, name: str = "topology") ->
 
     matplotlib.use("Agg")  # files only: never needs a display
     import matplotlib.pyplot as plt
+    from matplotlib.collections import PatchCollection
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Circle, Wedge
 
-    graph = topology_graph(topo)
-    positions = radial_layout(graph)
-    n_vms = sum(1 for _, data in graph.nodes(data=True) if data["level"] == "vm")
-    size = min(8 + n_vms / 40, 30)  # inches: grows with the fleet, bounded
-    figure, axes = plt.subplots(figsize=(size, size))
+    layout = layout_topology(topo)
+    side = 2 * layout.extent / 72  # inches: one data unit is one point
+    height = side + TITLE_INCHES + LEGEND_INCHES
+    figure = plt.figure(figsize=(side, height))
+    axes = figure.add_axes((0, LEGEND_INCHES / height, 1, side / height))
     axes.set_axis_off()
+    axes.set_xlim(-layout.extent, layout.extent)
+    axes.set_ylim(-layout.extent, layout.extent)
     axes.set_aspect("equal")
-    nx.draw_networkx_edges(graph, positions, ax=axes, arrows=False, width=0.6, edge_color="#999999")
-    for level in RADIUS:
-        nodes = [node for node, data in graph.nodes(data=True) if data["level"] == level]
-        colours = [_colour(level, graph.nodes[node]["state"]) for node in nodes]
-        nx.draw_networkx_nodes(graph, positions, nodelist=nodes, node_color=colours,
-                               node_size=NODE_SIZE[level], ax=axes)
-    labelled = [node for node, data in graph.nodes(data=True) if data["level"] != "vm" or n_vms <= 200]
-    nx.draw_networkx_labels(graph, positions, labels={node: graph.nodes[node]["label"] for node in labelled},
-                            font_size=7, ax=axes)
-    ok = sum(1 for _, data in graph.nodes(data=True) if data["level"] == "vm" and data["state"] == VM_OK)
-    axes.set_title(f"vm5k: {n_vms} VMs ({ok} OK) on {len(topo.hosts())} hosts of {len(topo.sites)} site(s)")
+    site_colour: dict[str, str] = {}
+    wedges, colours = [], []
+    for node in layout.nodes:
+        if node.kind != "arc":
+            continue
+        if node.level == "site":
+            site_colour[node.key.removeprefix("site:")] = SITE_COLOURS[len(site_colour) % len(SITE_COLOURS)]
+            colour = site_colour[node.key.removeprefix("site:")]
+        elif node.level == "cluster":
+            colour = _lighter(site_colour[node.key.removeprefix("cluster:").split("/")[0]])
+        else:
+            colour = _state_colour(node.state)
+        wedges.append(Wedge((0, 0), node.outer, math.degrees(node.start), math.degrees(node.end),
+                            width=node.outer - node.inner))
+        colours.append(colour)
+    axes.add_collection(PatchCollection(wedges, facecolors=colours, edgecolors="white", linewidths=0.3))
+    axes.add_patch(Circle((0, 0), layout.nodes[0].radius, color=GRID_COLOUR))
+    marks: dict[str, tuple[list[float], list[float]]] = {}
+    for node in layout.nodes:
+        if node.kind == "mark":
+            xs, ys = marks.setdefault(_state_colour(node.state), ([], []))
+            xs.append(node.x)
+            ys.append(node.y)
+    for colour, (xs, ys) in marks.items():  # a disc inside the layout's square; scatter wants points²
+        axes.scatter(xs, ys, s=VM_MARK ** 2, c=colour, marker="o", linewidths=0)
+    for label in layout.labels:
+        axes.text(label.x, label.y, label.text, fontsize=label.size, rotation=label.rotation,
+                  rotation_mode="anchor", ha="center", va="center_baseline",
+                  color="white" if label.owner == "grid" else "black")
+    title = summary(topo)
+    unplaced = len(topo.unplaced)
+    notes = [f"{unplaced} VMs not placed (not drawn)"] if unplaced else []
+    if not layout.host_labels and topo.hosts():
+        notes.append("hosts counted per cluster (too many to name)")
+    if layout.unnamed:
+        notes.append(f"{len(layout.unnamed)} sites/clusters too narrow to name")
+    figure.suptitle(title + ("\n" + "; ".join(notes) if notes else ""), fontsize=10,
+                    y=1 - 0.1 / height, va="top")
     legend = [Line2D([0], [0], marker="o", linestyle="", color=colour, label=label)
               for label, colour in (("OK", STATE_COLOURS[VM_OK]), ("KO", STATE_COLOURS[VM_KO]),
-                                    ("other", OTHER_STATE_COLOUR))]
-    axes.legend(handles=legend, loc="lower right")
+                                    ("other (planned, stopped...)", OTHER_STATE_COLOUR))]
+    legend.append(Line2D([0], [0], linestyle="", label="VMs: dots; hosts: the outer arcs"))
+    figure.legend(handles=legend, loc="lower center", ncol=4, fontsize=8, frameon=False,
+                  bbox_to_anchor=(0.5, 0.05 / height))
     written = []
     folder = Path(outdir)
     for suffix in ("png", "svg"):
         path = folder / f"{name}.{suffix}"
-        figure.savefig(path, format=suffix, bbox_inches="tight", dpi=100)
+        figure.savefig(path, format=suffix, dpi=100)
         written.append(path)
     plt.close(figure)
     return written
+
+
+__all__ = ["Layout", "layout_topology", "plot_topology", "summary"]

@@ -1,7 +1,6 @@
 """The frontend-side pieces of a run: the user's program, the plot and the run's key pair."""
 
 import logging
-import math
 import os
 import stat
 from pathlib import Path
@@ -79,20 +78,6 @@ def test_run_program_sees_the_run_files_streams_and_returns_status(tmp_path: Pat
     lines = [record.getMessage() for record in caplog.records if record.name == "vm5k.program.output"]
     assert lines == [str(outdir.resolve()), "2", "r42"]
     assert any("exited with status 3" in record.getMessage() for record in caplog.records)
-
-
-def test_topology_graph_is_the_tree_and_layout_uses_level_radii() -> None:
-    topo = small_topology()
-    graph = plot.topology_graph(topo)
-    levels = [data["level"] for _, data in graph.nodes(data=True)]
-    assert levels.count("site") == 2 and levels.count("cluster") == 2
-    assert levels.count("host") == 3 and levels.count("vm") == 6
-    assert graph.nodes["vm:vm-3"]["state"] == VM_KO
-    assert set(graph.successors("host:paravance-1.rennes.grid5000.fr")) == {"vm:vm-3", "vm:vm-6"}
-    positions = plot.radial_layout(graph)
-    for node, data in graph.nodes(data=True):
-        x, y = positions[node]
-        assert math.hypot(x, y) == pytest.approx(plot.RADIUS[data["level"]])
 
 
 def test_plot_writes_png_and_svg(tmp_path: Path) -> None:
