@@ -211,6 +211,21 @@ class Run:
         return (f"<vm5k.Run {self.run_id} {self.status} on {self.platform}: {len(self.vms)} VMs, "
                 f"{len(self.ko)} KO, outdir {self.outdir}>")
 
+    def plot(self, outdir: str | Path | None = None) -> list[Path]:
+        """Draw the run as ``--plot`` does: the topology (sites → clusters → hosts → VMs by state) and the
+        timeline (each host's deploy, set-up and image copy; each VM's creation, start and SSH login, from
+        the times the run recorded), as PNG and SVG into `outdir` (the run's outdir by default); returns
+        the paths written. Reads only the outdir: a run of any status, even destroyed, can be drawn.
+
+        >>> [path.name for path in run.plot("pictures")]  # doctest: +SKIP
+        ['topology.png', 'topology.svg', 'timeline.png', 'timeline.svg']
+        """
+        from vm5k.plot import write_pictures  # matplotlib: only when a picture is asked for
+
+        folder = Path(outdir) if outdir is not None else self.outdir
+        folder.mkdir(parents=True, exist_ok=True)
+        return write_pictures(self.topology, folder)
+
     # -- changing the run ------------------------------------------------------------------------------
 
     def _operate(self, operation: str, body: Any, *, take_over: bool = False) -> Run:

@@ -104,7 +104,8 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
     ex.add_argument("-p", "--program", metavar="PROGRAM",
                     help="Launch a program at the end of the deployment")
     ex.add_argument("--plot", action="store_true", default=None,
-                    help="draw a topological graph of the deployment")
+                    help="draw a topological graph of the deployment and a\n"
+                         "timeline of the run (PNG and SVG in the outdir)")
     ex.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", default=None,
                     help="plan only: print what would be reserved and where each VM\n"
                          "would go, write the initial topology to the outdir,\n"

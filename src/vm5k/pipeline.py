@@ -211,9 +211,9 @@ def vms_step(ctx: RunContext) -> Topology:
     topo = ctx.run_async(lambda ssh: deploy_vms(topo, ssh, settings, ctx.reporter.hypervisor))
     outdir.write_atomic(ctx.outdir / outdir.FINAL_XML, topo.to_xml())
     if ctx.record.plot:
-        from vm5k.plot import plot_topology  # networkx and matplotlib: only when a plot is asked for
+        from vm5k.plot import write_pictures  # matplotlib: only when a plot is asked for
 
-        for path in plot_topology(topo, ctx.outdir):
+        for path in write_pictures(topo, ctx.outdir):
             log.info("plot written to %s", path)
     return topo
 

@@ -129,4 +129,11 @@ def plot_topology(topo: Topology, outdir: str | Path, name: str = "topology") ->
     return written
 
 
-__all__ = ["Layout", "layout_topology", "plot_topology", "summary"]
+def write_pictures(topo: Topology, outdir: str | Path) -> list[Path]:
+    """Both pictures of a run, what ``--plot`` writes: topology.png/.svg and timeline.png/.svg."""
+    from vm5k.timeline import plot_timeline
+
+    return plot_topology(topo, outdir) + plot_timeline(topo, outdir)
+
+
+__all__ = ["Layout", "layout_topology", "plot_topology", "summary", "write_pictures"]

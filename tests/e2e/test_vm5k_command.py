@@ -112,8 +112,8 @@ def test_a_user_run_with_program_and_plot(testbed: LabTestbed, tmp_path: Path, d
     # the program ran in the outdir, saw the lists, and its output went to the log
     assert (out / "hostnames.txt").read_text().split() == ["vm-1", "vm-2", "vm-3", "vm-4"]
     assert "program saw 4 VMs" in (out / "vm5k.log").read_text()
-    for name in ("topology.png", "topology.svg", "initial_topo.xml", "final_topo.xml", "inventory.yaml",
-                 "known_hosts", "id_ed25519"):
+    for name in ("topology.png", "topology.svg", "timeline.png", "timeline.svg", "initial_topo.xml",
+                 "final_topo.xml", "inventory.yaml", "known_hosts", "id_ed25519"):
         assert (out / name).exists(), name
     assert (out / "id_ed25519").stat().st_mode & 0o777 == 0o600
     assert 'state="OK"' in (out / "final_topo.xml").read_text()

@@ -216,3 +216,19 @@ def test_the_big_timeline_labels_clusters_with_their_host_counts(big: Topology, 
     timeline.plot_timeline(big, tmp_path)
     svg = (tmp_path / "timeline.svg").read_text()
     assert "rennes/paravance (" in svg and "hosts)" in svg
+
+
+def test_a_run_draws_both_pictures_from_its_outdir_alone(tmp_path: Path) -> None:
+    import vm5k
+    from vm5k import outdir
+    from vm5k.runstate import DONE, RunRecord
+
+    topo = synthetic_fleet(4, 10)
+    RunRecord(run_id="20261125-ab12", platform="testbed", start_dir=str(tmp_path), status=DONE).save(topo)
+    outdir.write_state(tmp_path, topo)
+    with vm5k.Run.load(tmp_path) as run:
+        written = run.plot(tmp_path / "pictures")
+        assert [path.name for path in written] == ["topology.png", "topology.svg", "timeline.png",
+                                                   "timeline.svg"]
+        assert all(path.parent == tmp_path / "pictures" and path.stat().st_size > 0 for path in written)
+        assert [path.parent for path in run.plot()] == [tmp_path] * 4  # the run's outdir by default
