@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 
 from vm5k.topology import HOST_KO, HOST_OK, VM_KO, VM_OK, Topology
-from vm5k.topology_layout import VM_MARK, Layout, layout_topology
+from vm5k.topology_layout import Layout, layout_topology
 
 STATE_COLOURS = {VM_OK: "#2ca02c", VM_KO: "#d62728"}  # the same words for hosts (HOST_OK/HOST_KO)
 OTHER_STATE_COLOUR = "#bbbbbb"  # planned, stopped, or any state between planned and OK/KO
@@ -99,7 +99,7 @@ def plot_topology(topo: Topology, outdir: str | Path, name: str = "topology") ->
             xs.append(node.x)
             ys.append(node.y)
     for colour, (xs, ys) in marks.items():  # a disc inside the layout's square; scatter wants points²
-        axes.scatter(xs, ys, s=VM_MARK ** 2, c=colour, marker="o", linewidths=0)
+        axes.scatter(xs, ys, s=layout.vm_mark ** 2, c=colour, marker="o", linewidths=0)
     for label in layout.labels:
         axes.text(label.x, label.y, label.text, fontsize=label.size, rotation=label.rotation,
                   rotation_mode="anchor", ha="center", va="center_baseline",
@@ -110,7 +110,9 @@ def plot_topology(topo: Topology, outdir: str | Path, name: str = "topology") ->
     if not layout.host_labels and topo.hosts():
         notes.append("hosts counted per cluster (too many to name)")
     if layout.unnamed:
-        notes.append(f"{len(layout.unnamed)} sites/clusters too narrow to name")
+        names = [key.split(":", 1)[1] for key in layout.unnamed]
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        notes.append(f"too narrow to name: {shown}")
     figure.suptitle(title + ("\n" + "; ".join(notes) if notes else ""), fontsize=10,
                     y=1 - 0.1 / height, va="top")
     legend = [Line2D([0], [0], marker="o", linestyle="", color=colour, label=label)

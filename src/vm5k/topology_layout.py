@@ -39,13 +39,15 @@ from dataclasses import dataclass, field
 from vm5k.topology import Topology
 
 FONT = 7.0  # points: every label
+SMALL_FONT = 5.5  # a site's or cluster's name too long for its arc at FONT tries this size
 CHAR_WIDTH = 0.66  # of the font size: wider than DejaVu Sans' digits and lower case, so estimates hold
 TEXT_HEIGHT = FONT * 1.3
 PAD = 2.0  # between a label and anything else
 GRID_RADIUS = 24.0
 HOST_BAND = 8.0  # thickness of the host ring
 VM_MARK = 4.0  # side of the square a VM's mark fits in
-VM_PITCH = VM_MARK + 1.5  # between VM marks, along a row and across rows
+BIG_VM_MARK = 8.0  # the same in fleets small enough to name their VMs
+MARK_GAP = 1.5  # between VM marks, along a row and across rows
 MIN_HOST_RADIUS = 150.0  # small fleets: room for the inner rings' labels
 GROWTH_LIMIT = 1.6  # the host ring may grow this much beyond the VMs' need to make room for host labels
 VM_LABELS_MAX = 80  # VMs are named only in fleets up to this size (and in one row)
@@ -61,7 +63,7 @@ def text_width(text: str, size: float = FONT) -> float:
 @dataclass(frozen=True)
 class Node:
     """One node of the picture: the grid's disc (`radius`), an arc between `inner` and `outer` from angle
-    `start` to `end` (radians, counter-clockwise), or a VM's square mark of side `VM_MARK` at `x`, `y`."""
+    `start` to `end` (radians, counter-clockwise), or a VM's square mark of side `size` at `x`, `y`."""
 
     key: str  # "grid", "site:<id>", "cluster:<site>/<id>", "host:<id>", "vm:<id>"
     level: str  # grid, site, cluster, host, vm
@@ -73,6 +75,7 @@ class Node:
     outer: float = 0.0
     start: float = 0.0
     end: float = 0.0
+    size: float = 0.0
 
     @property
     def kind(self) -> str:
@@ -102,6 +105,7 @@ class Layout:
     extent: float = 0.0
     host_labels: bool = False
     vm_labels: bool = False
+    vm_mark: float = VM_MARK
     unnamed: list[str] = field(default_factory=list)  # sites and clusters too narrow for their name
 
 
@@ -128,23 +132,26 @@ def radial_label(text: str, owner: str, theta: float, r0: float, size: float = F
     return Label(text, owner, cx, cy, _readable(theta), _box(cx, cy, width, size * 1.3, theta), size)
 
 
-def radial_fits(width: float, theta_span: float, inner: float, outer: float) -> bool:
+def radial_fits(width: float, theta_span: float, inner: float, outer: float, size: float = FONT) -> bool:
     """A radial label of `width` fits in the band [inner, outer] of an arc spanning `theta_span`."""
     r0 = inner + PAD
-    room_along = math.hypot(r0 + width, TEXT_HEIGHT / 2) <= outer - PAD
-    room_across = r0 * math.tan(min(theta_span, 3.0) / 2) >= TEXT_HEIGHT / 2 + PAD
+    height = size * 1.3
+    room_along = math.hypot(r0 + width, height / 2) <= outer - PAD
+    room_across = r0 * math.tan(min(theta_span, 3.0) / 2) >= height / 2 + PAD
     return room_along and room_across
 
 
-def tangential_radius(width: float, theta_span: float, inner: float, outer: float) -> float | None:
+def tangential_radius(width: float, theta_span: float, inner: float, outer: float,
+                      size: float = FONT) -> float | None:
     """The radius at which a label of `width` along the arc fits in its band, or None."""
-    lowest = inner + PAD + TEXT_HEIGHT / 2
+    height = size * 1.3
+    lowest = inner + PAD + height / 2
     middle = (inner + outer) / 2
     candidates = sorted((lowest + step * (outer - inner) / 12 for step in range(12)),
                         key=lambda r: abs(r - middle))  # the middle of the band reads best
     for r in candidates:
-        inside = math.hypot(r + TEXT_HEIGHT / 2, width / 2) <= outer - PAD
-        narrow = math.atan2(width / 2, r - TEXT_HEIGHT / 2) + PAD / r <= min(theta_span, math.pi) / 2
+        inside = math.hypot(r + height / 2, width / 2) <= outer - PAD
+        narrow = math.atan2(width / 2, r - height / 2) + PAD / r <= min(theta_span, math.pi) / 2
         if inside and narrow:
             return r
     return None
@@ -152,20 +159,22 @@ def tangential_radius(width: float, theta_span: float, inner: float, outer: floa
 
 def _band_label(layout: Layout, texts: list[str], owner: str, theta0: float, theta1: float, inner: float,
                 outer: float) -> None:
-    """Name an arc inside its band: the first of `texts` that fits, along the arc, else across it."""
+    """Name an arc inside its band: the first of `texts` that fits, along the arc, else across it, at
+    `FONT`, then at `SMALL_FONT`."""
     span, middle = theta1 - theta0, (theta0 + theta1) / 2
-    for text in texts:
-        width = text_width(text)
-        r = tangential_radius(width, span, inner, outer)
-        if r is not None:
-            cx, cy = r * math.cos(middle), r * math.sin(middle)
-            along = middle + math.pi / 2
-            layout.labels.append(Label(text, owner, cx, cy, _readable(along),
-                                       _box(cx, cy, width, TEXT_HEIGHT, along)))
-            return
-        if radial_fits(width, span, inner, outer):
-            layout.labels.append(radial_label(text, owner, middle, inner + PAD))
-            return
+    for size in (FONT, SMALL_FONT):
+        for text in texts:
+            width = text_width(text, size)
+            r = tangential_radius(width, span, inner, outer, size)
+            if r is not None:
+                cx, cy = r * math.cos(middle), r * math.sin(middle)
+                along = middle + math.pi / 2
+                layout.labels.append(Label(text, owner, cx, cy, _readable(along),
+                                           _box(cx, cy, width, size * 1.3, along), size))
+                return
+            if radial_fits(width, span, inner, outer, size):
+                layout.labels.append(radial_label(text, owner, middle, inner + PAD, size))
+                return
     layout.unnamed.append(owner)
 
 
@@ -198,23 +207,25 @@ def layout_topology(topo: Topology) -> Layout:
         spans[f"site:{site.id}"] = (site_start, theta)
         theta += scale * SITE_GAP
     vm_labels = n_vms <= VM_LABELS_MAX and rows == 1
+    mark = BIG_VM_MARK if vm_labels else VM_MARK
+    pitch = mark + MARK_GAP
     names = {host.id: host.id.split(".")[0] for host in hosts}
     host_text = max((text_width(name) for name in names.values()), default=0.0)
     vm_text = max((text_width(vm.id) for host in hosts for vm in host.vms), default=0.0)
-    # the rings: the VMs' innermost row needs `alpha` to leave VM_PITCH between marks (and a line of text
+    # the rings: the VMs' innermost row needs `alpha` to leave `pitch` between marks (and a line of text
     # between VM labels); host labels need a line of text between neighbours at the ring's outer edge
     text_room = (TEXT_HEIGHT + PAD) / 2
-    vm_row = VM_PITCH / alpha if hosts else 0.0
+    vm_row = pitch / alpha if hosts else 0.0
     if vm_labels:
-        vm_row = max(vm_row, text_room / math.tan(min(alpha, 3.0) / 2) - VM_MARK / 2 - PAD)
+        vm_row = max(vm_row, text_room / math.tan(min(alpha, 3.0) / 2) - mark / 2 - PAD)
     host_gaps = _neighbour_angles([spans[f"host:{host.id}"] for host in hosts])
-    labels_out = PAD + host_text + PAD + VM_MARK / 2
+    labels_out = PAD + host_text + PAD + mark / 2
     ring = max(MIN_HOST_RADIUS, vm_row - labels_out)
     needed = text_room / math.tan(min(min(host_gaps, default=math.pi), 3.0) / 2) - PAD
-    host_labels = bool(hosts) and needed <= max(ring, vm_row - VM_MARK / 2) * GROWTH_LIMIT
-    ring = max(ring, needed) if host_labels else max(MIN_HOST_RADIUS, vm_row - PAD - VM_MARK / 2)
-    vm_start = ring + (labels_out if host_labels else PAD + VM_MARK / 2)
-    layout = Layout(host_labels=host_labels, vm_labels=vm_labels)
+    host_labels = bool(hosts) and needed <= max(ring, vm_row - mark / 2) * GROWTH_LIMIT
+    ring = max(ring, needed) if host_labels else max(MIN_HOST_RADIUS, vm_row - PAD - mark / 2)
+    vm_start = ring + (labels_out if host_labels else PAD + mark / 2)
+    layout = Layout(host_labels=host_labels, vm_labels=vm_labels, vm_mark=mark)
     # the inner rings share the room between the grid's disc and the host ring
     inner = GRID_RADIUS + PAD
     band = (ring - HOST_BAND - PAD - inner - PAD) / 2
@@ -245,15 +256,15 @@ def layout_topology(topo: Topology) -> Layout:
         for index, vm in enumerate(host.vms):
             column, row = divmod(index, rows)
             angle = start + (column + 0.5) * alpha
-            radius = vm_start + row * VM_PITCH
+            radius = vm_start + row * pitch
             x, y = radius * math.cos(angle), radius * math.sin(angle)
-            layout.nodes.append(Node(f"vm:{vm.id}", "vm", vm.state, x=x, y=y))
+            layout.nodes.append(Node(f"vm:{vm.id}", "vm", vm.state, x=x, y=y, size=mark))
             layout.positions[f"vm:{vm.id}"] = (x, y)
-            outermost = max(outermost, radius + VM_MARK / 2)
+            outermost = max(outermost, radius + mark / 2)
             if vm_labels:
-                label = radial_label(vm.id, f"vm:{vm.id}", angle, radius + VM_MARK / 2 + PAD)
+                label = radial_label(vm.id, f"vm:{vm.id}", angle, radius + mark / 2 + PAD)
                 layout.labels.append(label)
-                outermost = max(outermost, radius + VM_MARK / 2 + 2 * PAD + vm_text)
+                outermost = max(outermost, radius + mark / 2 + 2 * PAD + vm_text)
     if host_labels and not any(host.vms for host in hosts):
         outermost = max(outermost, ring + 2 * PAD + host_text)
     layout.extent = outermost + 3 * PAD

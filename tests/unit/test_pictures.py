@@ -14,7 +14,7 @@ import pytest
 from vm5k import plot, timeline
 from vm5k.timeline import ANSWERED, CREATED, SET_UP, SETUP_STARTED, STARTED, stamp, timeline_of
 from vm5k.topology import VM, Host, Topology
-from vm5k.topology_layout import VM_MARK, Layout, Node, layout_topology
+from vm5k.topology_layout import Layout, Node, layout_topology
 
 from .synthetic_fleet import T0, synthetic_fleet
 
@@ -43,7 +43,7 @@ def node_polygons(node: Node) -> list[Polygon]:
         r = node.radius / math.cos(math.pi / 24)
         return [[(r * math.cos(k * math.pi / 12), r * math.sin(k * math.pi / 12)) for k in range(24)]]
     if node.kind == "mark":
-        h = VM_MARK / 2
+        h = node.size / 2
         return [[(node.x - h, node.y - h), (node.x + h, node.y - h), (node.x + h, node.y + h),
                  (node.x - h, node.y + h)]]
     pieces = max(1, math.ceil((node.end - node.start) / math.radians(2)))
@@ -110,14 +110,16 @@ def test_the_big_fleet_has_every_node_placed_the_grid_centred_no_label_over_anot
 
 
 def test_no_vm_mark_lies_over_another_in_the_big_fleet(big: Topology) -> None:
-    marks = [(node.x, node.y) for node in layout_topology(big).nodes if node.kind == "mark"]
+    layout = layout_topology(big)
+    side = layout.vm_mark
+    marks = [(node.x, node.y) for node in layout.nodes if node.kind == "mark"]
     cells: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
     for x, y in marks:
-        cells[int(x // VM_MARK), int(y // VM_MARK)].append((x, y))
+        cells[int(x // side), int(y // side)].append((x, y))
     for (i, j), members in cells.items():
         for x, y in members:
             near = [p for di in (-1, 0, 1) for dj in (-1, 0, 1) for p in cells.get((i + di, j + dj), [])]
-            assert all(p == (x, y) or math.hypot(p[0] - x, p[1] - y) >= VM_MARK for p in near)
+            assert all(p == (x, y) or math.hypot(p[0] - x, p[1] - y) >= side for p in near)
 
 
 @pytest.mark.parametrize(("hosts", "vms"), [(1, 4), (1, 0), (3, 1), (12, 64), (30, 300), (2, 80)])
@@ -130,6 +132,10 @@ def test_small_and_middle_fleets_are_named_without_overlaps(hosts: int, vms: int
     assert {host.id.split(".")[0] for host in topo.hosts()} <= texts  # few hosts: each named
     if vms <= 80:
         assert {vm.id for vm in topo.vms()} <= texts  # few VMs: each named
+    marks = [(node.x, node.y) for node in layout.nodes if node.kind == "mark"]
+    assert len(marks) == vms
+    assert all(math.hypot(x1 - x0, y1 - y0) >= layout.vm_mark
+               for i, (x0, y0) in enumerate(marks) for x1, y1 in marks[i + 1:])
 
 
 def test_a_site_gets_an_angle_in_proportion_to_its_vms() -> None:
