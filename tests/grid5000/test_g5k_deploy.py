@@ -16,6 +16,7 @@ from vm5k.platforms.grid5000.hosts import node_of
 from vm5k.platforms.grid5000.kadeploy import DEFAULT_ENVIRONMENT, environment
 from vm5k.platforms.grid5000.record import Grid5000Record
 from vm5k.remote import LocalRunner
+from vm5k.timeline import DEPLOY_STARTED, DEPLOYED, times_of
 from vm5k.topology import HOST_KO, HOST_OK, Topology
 
 
@@ -44,6 +45,10 @@ def test_a_ko_node_is_retried_once_then_excluded_and_its_vms_move(server: Server
     assert sum(len(h.vms) for h in topo.hosts()) == 9
     assert all(vm.ip for vm in topo.vms())
     assert "paradoxe" in Grid5000Record.load(topo).deployed[0]
+    # the run's timeline: every host's Kadeploy submitted, then seen ended (the KO one's second try too)
+    for host in topo.hosts():
+        times = times_of(host)
+        assert times[DEPLOY_STARTED] <= times[DEPLOYED], host.id
     before = len(deployments(server))
     again = platform.deploy_hosts(topo)  # re-entrant: a KO host is not tried a third time
     assert len(deployments(server)) == before and again.host(bad.id).state == HOST_KO
