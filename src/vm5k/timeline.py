@@ -217,7 +217,8 @@ def plot_timeline(topo: Topology, outdir: str | Path, name: str = "timeline") ->
     ok = sum(1 for vm in all_vms if vm.state == VM_OK)
     ko = sum(1 for vm in all_vms if vm.state == VM_KO)
     figure.suptitle(f"vm5k run timeline: {len(rows.hosts)} hosts, {len(all_vms)} VMs ({ok} OK, {ko} KO)"
-                    + (f", {untimed} VMs without recorded times" if untimed else ""), fontsize=11)
+                    + (f", {untimed} VMs without recorded times" if untimed else ""), fontsize=11,
+                    y=1 - 0.12 / height, va="top")  # inside the title's band, whatever the figure's height
     for event, colour in ((CREATED, "#aec7e8"), (STARTED, "#1f77b4"), (ANSWERED, BOOT_COLOURS[VM_OK])):
         xs, ys = counts_over_time(rows, event)
         counts.step([0.0, *xs], [0, *ys], where="post", color=colour, label=f"VMs {event}")
