@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from vm5k.topology import HOST_KO, HOST_OK, VM_KO, VM_OK, Topology
 from vm5k.topology_layout import Layout, layout_topology
@@ -121,10 +122,17 @@ def plot_topology(topo: Topology, outdir: str | Path, name: str = "topology") ->
     legend.append(Line2D([0], [0], linestyle="", label="VMs: dots; hosts: the outer arcs"))
     figure.legend(handles=legend, loc="lower center", ncol=4, fontsize=8, frameon=False,
                   bbox_to_anchor=(0.5, 0.05 / height))
+    return save_figure(figure, outdir, name)
+
+
+def save_figure(figure: Any, outdir: str | Path, name: str) -> list[Path]:
+    """Write a figure as ``<outdir>/<name>.png`` (to look at) and ``.svg`` (to zoom into), then free it;
+    returns both paths. Every picture of a run is written this way."""
+    import matplotlib.pyplot as plt
+
     written = []
-    folder = Path(outdir)
     for suffix in ("png", "svg"):
-        path = folder / f"{name}.{suffix}"
+        path = Path(outdir) / f"{name}.{suffix}"
         figure.savefig(path, format=suffix, dpi=100)
         written.append(path)
     plt.close(figure)
@@ -138,4 +146,4 @@ def write_pictures(topo: Topology, outdir: str | Path) -> list[Path]:
     return plot_topology(topo, outdir) + plot_timeline(topo, outdir)
 
 
-__all__ = ["Layout", "layout_topology", "plot_topology", "summary", "write_pictures"]
+__all__ = ["Layout", "layout_topology", "plot_topology", "save_figure", "summary", "write_pictures"]

@@ -201,6 +201,8 @@ def plot_timeline(topo: Topology, outdir: str | Path, name: str = "timeline") ->
     from matplotlib.collections import PolyCollection
     from matplotlib.patches import Patch
 
+    from vm5k.plot import save_figure  # here: vm5k.plot's write_pictures imports this module
+
     rows = timeline_of(topo)
     n_hosts = max(len(rows.hosts), 1)
     row_points = min(ROW_POINTS_MAX, FIGURE_ROWS_INCHES * 72 / n_hosts)
@@ -277,14 +279,7 @@ def plot_timeline(topo: Topology, outdir: str | Path, name: str = "timeline") ->
                Patch(color=OTHER_COLOUR, label="VM other state")]
     figure.legend(handles=legend, loc="lower center", bbox_to_anchor=(0.57, 0.05 / height), ncol=7,
                   fontsize=8, frameon=False)
-    written = []
-    folder = Path(outdir)
-    for suffix in ("png", "svg"):
-        path = folder / f"{name}.{suffix}"
-        figure.savefig(path, format=suffix, dpi=100)
-        written.append(path)
-    plt.close(figure)
-    return written
+    return save_figure(figure, outdir, name)
 
 
 def _label_rows(axes: Any, rows: Timeline, n_hosts: int, row_points: float) -> None:
