@@ -251,12 +251,14 @@ class Run:
         True
         """
         def body(workflow: Any, context: Any) -> None:
+            from vm5k.change import finish_pending
             from vm5k.migrate import settle_interrupted
 
             workflow.check_resumable(context)
             context.record.dry_run = False
             context.record.status = "running"
             settle_interrupted(context)  # a migration cut halfway: the VM is kept where it runs
+            finish_pending(context)  # a stop, start, reboot, reset or removal cut halfway: done again
             workflow.execute(context)
 
         return self._operate("resume", body)
@@ -291,7 +293,7 @@ class Run:
         wait = change.check_grace(change.DEFAULT_GRACE if grace is None else grace)
         if dry_run:  # read from the record alone: no lock taken, no host contacted, nothing written
             self.reload()
-            change.check_changeable(self.record, self.outdir, operation)
+            change.check_changeable(self.record, self.outdir, operation, self.topology)
             self.change_plan = change.describe(operation, change.select_vms(self.topology, vms, operation),
                                                grace=wait)
             log.info("dry run, nothing touched: %s", self.change_plan)
@@ -360,7 +362,7 @@ class Run:
             from vm5k.change import check_changeable
             from vm5k.placement import PlacementPolicy
 
-            check_changeable(self.record, self.outdir, "add VMs to")
+            check_changeable(self.record, self.outdir, "add VMs to", self.topology)
             policy = self.record.placement or PlacementPolicy()
             after = resize.planned_additions(self.topology, count, template, policy)
             self.change_plan = resize.describe_additions(self.topology, after)
@@ -387,7 +389,7 @@ class Run:
             raise UsageError("remove: name the VMs to remove (vm-7,vm-8); destroy() removes a whole run")
         if dry_run:
             self.reload()
-            check_changeable(self.record, self.outdir, "remove VMs from")
+            check_changeable(self.record, self.outdir, "remove VMs from", self.topology)
             self.change_plan = resize.describe_removal(select_vms(self.topology, vms, "remove"))
             log.info("dry run, nothing touched: %s", self.change_plan)
             return self
@@ -428,7 +430,7 @@ class Run:
         self.reload()
         from vm5k.change import check_changeable
 
-        check_changeable(self.record, self.outdir, "migrate")
+        check_changeable(self.record, self.outdir, "migrate", self.topology)
         planned = migration.plan_moves(self.topology, moves, self.record.placement or PlacementPolicy())
         if dry_run:
             self.change_plan = migration.describe(planned)

@@ -5,10 +5,13 @@ Why apart from `vm5k.workflow`: the workflow builds and ends runs; these operati
 deployed, through the `RunContext` that `workflow.stored_run` gives (the outdir locked). The host-side work
 is `vm5k.hypervisor.operations`; this module only chooses, checks, records and reports.
 
-The record: before the hosts are touched the run is saved ``running`` with the operation in its message
-(a process that dies leaves an ``interrupted`` run whose ``--resume`` finishes the job); after, every VM's
-state (``OK``, ``stopped``, ``KO`` with its reason) and every outdir file are written again, and the run is
-``done`` when no VM is KO (stopped ones are not), else ``failed``.
+The record: before the hosts are touched the run is saved ``running`` with the operation and its VMs in
+``meta["pending"]``. Until the operation ends, the VMs' recorded states may be untrue (a reboot cut
+between its shutdown and its start leaves VMs shut off that the record calls OK), so while it is pending
+no other change is accepted, and ``--resume`` does the operation again before anything else (the
+operations are idempotent); Ctrl-C saves the run ``interrupted`` and says so. Once the operation ended,
+every VM's state (``OK``, ``stopped``, ``KO`` with its reason) and every outdir file are written again,
+and the run is ``done`` when no VM is KO (stopped ones are not), else ``failed``.
 
 >>> from vm5k.topology import Topology
 >>> topo = Topology.from_xml('<vm5k><site id="s"><cluster id="c"><host id="h1">'
@@ -30,9 +33,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from vm5k import outdir
-from vm5k.errors import UsageError
+from vm5k.errors import Interrupted, UsageError
 from vm5k.hypervisor.operations import change_vms
-from vm5k.runstate import DESTROYED, DONE, FAILED, RUNNING, RunRecord
+from vm5k.runstate import DESTROYED, DONE, FAILED, INTERRUPTED, RUNNING, RunRecord
 from vm5k.topology import VM, VM_OK, VM_STOPPED, Topology, natural_key
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ WHAT = {
     "reset": "force off, make a fresh disk from the backing file, start, wait until they answer SSH",
 }
 DEFAULT_GRACE = 60.0
+PENDING_KEY = "pending"  # topology.meta: the change begun and not ended (operation, vms, grace)
 
 
 def vm_names(vms: Any) -> list[str] | None:
@@ -81,12 +85,65 @@ def check_grace(grace: Any) -> float:
     return value
 
 
-def check_changeable(record: RunRecord, folder: Any, operation: str) -> None:
-    """Refuse, in one line, to change a run that has no deployed fleet."""
+def check_changeable(record: RunRecord, folder: Any, operation: str,
+                     topology: Topology | None = None) -> None:
+    """Refuse, in one line, to change a run that has no deployed fleet, or one whose last change did not
+    end (its record is not true until ``--resume`` has done that change again)."""
     if record.status == DESTROYED:
         raise UsageError(f"the run in {folder} was destroyed: nothing to {operation}")
     if record.dry_run or "vms" not in record.reached:
         raise UsageError(f"the run in {folder} has no VMs yet: deploy it first (vm5k --resume {folder})")
+    pending = pending_change(topology) if topology is not None else None
+    if pending is not None:
+        raise UsageError(f"the {pending['operation']} of {', '.join(pending['vms'])} in {folder} did not "
+                         f"end: vm5k --resume {folder} finishes it first")
+
+
+def pending_change(topology: Topology) -> dict[str, Any] | None:
+    """The change begun and not ended (``operation``, ``vms``, ``grace``), if any."""
+    pending = topology.meta.get(PENDING_KEY)
+    return pending if isinstance(pending, dict) and pending.get("vms") else None
+
+
+def begin(context: Any, topology: Topology, operation: str, ids: list[str],
+          grace: float = DEFAULT_GRACE) -> None:
+    """Save the intent before any host is touched: the run ``running``, the change pending."""
+    topology.meta[PENDING_KEY] = {"operation": operation, "vms": ids, "grace": grace}
+    context.record.status, context.record.message = RUNNING, f"{operation} {', '.join(ids)}"
+    context.save(topology)
+
+
+def interrupted(context: Any, topology: Topology, operation: str, ids: list[str]) -> Interrupted:
+    """Ctrl-C during a change: the run saved ``interrupted`` (the change still pending), and the error
+    that says how to go on."""
+    what = f"{operation} of {', '.join(ids)}"
+    context.record.status, context.record.message = INTERRUPTED, f"interrupted during the {what}"
+    context.save(topology)
+    folder = context.outdir
+    return Interrupted(f"interrupted during the {what}; the state is saved in {folder}",
+                       f"  finish it:     vm5k --resume {folder}\n  or remove all: vm5k --destroy {folder}")
+
+
+def finish_pending(context: Any) -> str | None:
+    """Before a resume: the change that did not end, done again on its VMs (those still in the run);
+    returns its operation, None when there was none."""
+    topology: Topology = context.topology
+    pending = pending_change(topology)
+    if pending is None:
+        topology.meta.pop(PENDING_KEY, None)
+        return None
+    operation = str(pending["operation"])
+    ids = [vm for vm in pending["vms"] if topology.find_vm(vm) is not None]
+    log.info("resume: the %s of %s did not end: doing it again", operation, ", ".join(ids))
+    if not ids:
+        topology.meta.pop(PENDING_KEY, None)
+    elif operation == "remove":
+        from vm5k.resize import remove
+
+        remove(context, ids, finishing=True)
+    else:
+        change(context, operation, ids, grace=float(pending.get("grace", DEFAULT_GRACE)), finishing=True)
+    return operation
 
 
 def describe(operation: str, vms: list[VM], *, grace: float = DEFAULT_GRACE) -> str:
@@ -96,19 +153,20 @@ def describe(operation: str, vms: list[VM], *, grace: float = DEFAULT_GRACE) -> 
     return "\n".join(lines)
 
 
-def change(context: Any, operation: str, vms: Any, *, grace: float = DEFAULT_GRACE) -> list[VM]:
+def change(context: Any, operation: str, vms: Any, *, grace: float = DEFAULT_GRACE,
+           finishing: bool = False) -> list[VM]:
     """Do `operation` on the named VMs of the locked run in `context` (a `RunContext`), recording as it
-    goes; returns the VMs it acted on, whose states say how it went."""
+    goes; returns the VMs it acted on, whose states say how it went. `finishing`: a resume doing again
+    the change that did not end (`finish_pending`)."""
     record, folder = context.record, context.outdir
-    check_changeable(record, folder, operation)
     topology: Topology = context.topology
+    check_changeable(record, folder, operation, None if finishing else topology)
     chosen = select_vms(topology, vms, operation)
     if not chosen:
         raise UsageError(f"{operation}: the run in {folder} has no VM")
     ids = [vm.id for vm in chosen]
     previous = record.status
-    record.status, record.message = RUNNING, f"{operation} {', '.join(ids)}"
-    context.save(topology)
+    begin(context, topology, operation, ids, grace)
     settings = context.hypervisor_settings(topology)
     start = time.monotonic()
     try:
@@ -116,9 +174,8 @@ def change(context: Any, operation: str, vms: Any, *, grace: float = DEFAULT_GRA
             topology = context.run_async(
                 lambda ssh: change_vms(topology, ssh, settings, operation, ids, grace))
     except KeyboardInterrupt:
-        record.message = f"interrupted during {operation} of {', '.join(ids)}: run it again"
-        context.save(topology)
-        raise
+        raise interrupted(context, topology, operation, ids) from None
+    topology.meta.pop(PENDING_KEY, None)
     finished(context, topology, previous)
     log.info("%s of %d VMs took %.1f s", operation, len(ids), time.monotonic() - start)
     acted = [vm for vm in topology.vms() if vm.id in set(ids)]
@@ -147,5 +204,5 @@ def failed_vms(vms: Iterable[VM]) -> dict[str, str]:
     return {vm.id: vm.reason or vm.state for vm in vms if vm.state not in (VM_OK, VM_STOPPED)}
 
 
-__all__ = ["DEFAULT_GRACE", "change", "check_changeable", "check_grace", "describe",
-           "failed_vms", "select_vms", "vm_names"]
+__all__ = ["DEFAULT_GRACE", "PENDING_KEY", "begin", "change", "check_changeable", "check_grace", "describe",
+           "failed_vms", "finish_pending", "interrupted", "pending_change", "select_vms", "vm_names"]

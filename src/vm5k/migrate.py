@@ -137,8 +137,8 @@ def run_key(folder: Path, run_id: str) -> tuple[bytes, str]:
 def migrate(context: Any, moves: Any, parallel: int = DEFAULT_PARALLEL) -> dict[str, str | None]:
     """Migrate VMs of the locked run of `context`; VM id → None (it runs on its new host) or why not."""
     record, folder = context.record, context.outdir
-    check_changeable(record, folder, "migrate")
     topo: Topology = context.topology
+    check_changeable(record, folder, "migrate", topo)
     planned = plan_moves(topo, moves, context.placement)
     previous = record.status
     topo.meta[INTENT_KEY] = {move.vm: {"from": move.source, "to": move.dest} for move in planned}

@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from vm5k.addresses import POOL_KEY, AddressPool, assign
-from vm5k.change import check_changeable, finished, select_vms
+from vm5k.change import PENDING_KEY, begin, check_changeable, finished, interrupted, select_vms
 from vm5k.errors import DeploymentError, UsageError
 from vm5k.hypervisor import deploy_vms, setup_service
 from vm5k.hypervisor.operations import remove_vms
@@ -111,7 +111,7 @@ def describe_removal(vms: list[VM]) -> str:
 def add(context: Any, count: int, template: VMTemplate | None) -> list[VM]:
     """Add `count` VMs to the locked run of `context`; returns them (their states say how it went)."""
     record, folder = context.record, context.outdir
-    check_changeable(record, folder, "add VMs to")
+    check_changeable(record, folder, "add VMs to", context.topology)
     topo = planned_additions(context.topology, count, template, context.placement)
     known = {vm.id for vm in context.topology.vms()}
     added = [vm.id for vm in topo.vms() if vm.id not in known]
@@ -129,19 +129,19 @@ def add(context: Any, count: int, template: VMTemplate | None) -> list[VM]:
     return [vm for vm in topo.vms() if vm.id in set(added)]
 
 
-def remove(context: Any, vms: Any) -> list[str]:
-    """Remove the named VMs from the locked run of `context`; returns the ids removed."""
+def remove(context: Any, vms: Any, *, finishing: bool = False) -> list[str]:
+    """Remove the named VMs from the locked run of `context`; returns the ids removed. `finishing`: a
+    resume doing again the removal that did not end (`vm5k.change.finish_pending`)."""
     record, folder = context.record, context.outdir
-    check_changeable(record, folder, "remove VMs from")
+    topo: Topology = context.topology
+    check_changeable(record, folder, "remove VMs from", None if finishing else topo)
     if vms is None:
         raise UsageError("remove: name the VMs to remove (vm-7,vm-8); vm5k --destroy removes a whole run")
-    topo: Topology = context.topology
     chosen = select_vms(topo, vms, "remove")
     ids = [vm.id for vm in chosen]
     previous = record.status
     topo.meta[LAST_NUMBER_KEY] = _last_number(topo)  # before they go: their ids are never given again
-    record.status, record.message = RUNNING, f"remove {', '.join(ids)}"
-    context.save(topo)
+    begin(context, topo, "remove", ids)
     settings = context.hypervisor_settings(topo)
     with context.reporter.step("remove", f"remove {len(ids)} VMs"):
         outcome: dict[str, str | None] = {}
@@ -150,7 +150,10 @@ def remove(context: Any, vms: Any) -> list[str]:
             outcome.update(await remove_vms(topo, ssh, settings, ids))
             return topo
 
-        context.run_async(work)
+        try:
+            context.run_async(work)
+        except KeyboardInterrupt:
+            raise interrupted(context, topo, "remove", ids) from None
         gone = []
         for vm in chosen:
             why = outcome.get(vm.id)
@@ -162,6 +165,7 @@ def remove(context: Any, vms: Any) -> list[str]:
             if vm.ip:
                 forget_host_key(context.outdir / "known_hosts", vm.ip)
             gone.append(vm.id)
+        topo.meta.pop(PENDING_KEY, None)  # the domains and disks are gone: the record is true again
         context.save(topo)
         if gone:  # the names go with them
             topo = context.run_async(
