@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from vm5k import outdir
-from vm5k.errors import Interrupted, UsageError
+from vm5k.errors import Interrupted, UsageError, go_on_hint
 from vm5k.hypervisor.operations import change_vms
 from vm5k.runstate import DESTROYED, DONE, FAILED, INTERRUPTED, RUNNING, RunRecord
 from vm5k.topology import VM, VM_OK, VM_STOPPED, Topology, natural_key
@@ -85,10 +85,10 @@ def check_grace(grace: Any) -> float:
     return value
 
 
-def check_changeable(record: RunRecord, folder: Any, operation: str,
-                     topology: Topology | None = None) -> None:
-    """Refuse, in one line, to change a run that has no deployed fleet, or one whose last change did not
-    end (its record is not true until ``--resume`` has done that change again)."""
+def check_changeable(record: RunRecord, folder: Any, operation: str, topology: Topology | None) -> None:
+    """Refuse, in one line, to change a run that has no deployed fleet, or (given its `topology`; None
+    when a resume finishes that very change) one whose last change did not end: its record is not true
+    until ``--resume`` has done that change again."""
     if record.status == DESTROYED:
         raise UsageError(f"the run in {folder} was destroyed: nothing to {operation}")
     if record.dry_run or "vms" not in record.reached:
@@ -119,19 +119,17 @@ def interrupted(context: Any, topology: Topology, operation: str, ids: list[str]
     what = f"{operation} of {', '.join(ids)}"
     context.record.status, context.record.message = INTERRUPTED, f"interrupted during the {what}"
     context.save(topology)
-    folder = context.outdir
-    return Interrupted(f"interrupted during the {what}; the state is saved in {folder}",
-                       f"  finish it:     vm5k --resume {folder}\n  or remove all: vm5k --destroy {folder}")
+    return Interrupted(f"interrupted during the {what}; the state is saved in {context.outdir}",
+                       go_on_hint(context.outdir, "finish it"))
 
 
-def finish_pending(context: Any) -> str | None:
-    """Before a resume: the change that did not end, done again on its VMs (those still in the run);
-    returns its operation, None when there was none."""
+def finish_pending(context: Any) -> None:
+    """Before a resume: the change that did not end, done again on its VMs (those still in the run)."""
     topology: Topology = context.topology
     pending = pending_change(topology)
     if pending is None:
         topology.meta.pop(PENDING_KEY, None)
-        return None
+        return
     operation = str(pending["operation"])
     ids = [vm for vm in pending["vms"] if topology.find_vm(vm) is not None]
     log.info("resume: the %s of %s did not end: doing it again", operation, ", ".join(ids))
@@ -143,7 +141,6 @@ def finish_pending(context: Any) -> str | None:
         remove(context, ids, finishing=True)
     else:
         change(context, operation, ids, grace=float(pending.get("grace", DEFAULT_GRACE)), finishing=True)
-    return operation
 
 
 def describe(operation: str, vms: list[VM], *, grace: float = DEFAULT_GRACE) -> str:

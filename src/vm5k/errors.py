@@ -62,3 +62,13 @@ class Interrupted(Vm5kError):
         super().__init__(message)
         self.hint = hint
         self.run = run
+
+
+def go_on_hint(outdir: object, resume: str = "continue it") -> str:
+    """The two ways on from a run whose state is saved: resume it, or remove all of it.
+
+    >>> print(go_on_hint("xp1"))
+      continue it:   vm5k --resume xp1
+      or remove all: vm5k --destroy xp1
+    """
+    return f"  {resume + ':':<15}vm5k --resume {outdir}\n  or remove all: vm5k --destroy {outdir}"

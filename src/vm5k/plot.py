@@ -59,10 +59,7 @@ def _lighter(colour: str, share: float = 0.5) -> str:
 
 def plot_topology(topo: Topology, outdir: str | Path, name: str = "topology") -> list[Path]:
     """Draw the topology into ``<outdir>/<name>.png`` and ``.svg``; return both paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.collections import PatchCollection
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle, Wedge
@@ -125,11 +122,21 @@ def plot_topology(topo: Topology, outdir: str | Path, name: str = "topology") ->
     return save_figure(figure, outdir, name)
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing into files only (never needs a display); imported when a picture is
+    asked for, since matplotlib takes a second to load."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(figure: Any, outdir: str | Path, name: str) -> list[Path]:
     """Write a figure as ``<outdir>/<name>.png`` (to look at) and ``.svg`` (to zoom into), then free it;
     returns both paths. Every picture of a run is written this way."""
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     written = []
     for suffix in ("png", "svg"):
         path = Path(outdir) / f"{name}.{suffix}"
@@ -146,4 +153,5 @@ def write_pictures(topo: Topology, outdir: str | Path) -> list[Path]:
     return plot_topology(topo, outdir) + plot_timeline(topo, outdir)
 
 
-__all__ = ["Layout", "layout_topology", "plot_topology", "save_figure", "summary", "write_pictures"]
+__all__ = ["Layout", "layout_topology", "plot_topology", "pyplot", "save_figure", "summary",
+           "write_pictures"]

@@ -145,20 +145,15 @@ def _vm_order(row: VmRow) -> tuple[Any, ...]:
 def timeline_of(topo: Topology) -> Timeline:
     """The run's timeline rows from the times its hosts and VMs recorded (see the module docstring)."""
     hosts: list[HostRow] = []
-    seen: list[float] = []
+    items: list[Host | VM] = [*topo.hosts(), *topo.vms()]
+    seen = [when for item in items for when in times_of(item).values()]
     for site, cluster, host in topo.locations():
         times = times_of(host)
         phases = tuple(Phase(name, times[begin], times.get(end)) for name, begin, end in HOST_PHASES
                        if begin in times)
         vms = tuple(sorted((_vm_row(vm) for vm in host.vms), key=_vm_order))
         hosts.append(HostRow(host.id, site.id, cluster.id, host.state, phases, vms))
-        seen.extend(times.values())
     unplaced = tuple(sorted((_vm_row(vm) for vm in topo.unplaced), key=_vm_order))
-    for host_row in hosts:
-        for row in host_row.vms:
-            seen.extend(value for value in (row.created, row.started, row.answered) if value is not None)
-    for row in unplaced:
-        seen.extend(value for value in (row.created, row.started, row.answered) if value is not None)
     return Timeline(tuple(hosts), unplaced, min(seen, default=None), max(seen, default=None))
 
 
@@ -194,14 +189,11 @@ def plot_timeline(topo: Topology, outdir: str | Path, name: str = "timeline") ->
     end of the timeline, red, for a VM that never answered). Thousands of VMs stay one collection of
     rectangles per colour, so the picture renders in seconds.
     """
-    import matplotlib
+    from vm5k.plot import pyplot, save_figure  # here: vm5k.plot's write_pictures imports this module
 
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.collections import PolyCollection
     from matplotlib.patches import Patch
-
-    from vm5k.plot import save_figure  # here: vm5k.plot's write_pictures imports this module
 
     rows = timeline_of(topo)
     n_hosts = max(len(rows.hosts), 1)

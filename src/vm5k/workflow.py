@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vm5k import __version__, outdir, ownership, render
-from vm5k.errors import DeploymentError, Interrupted, UsageError, Vm5kError
+from vm5k.errors import DeploymentError, Interrupted, UsageError, Vm5kError, go_on_hint
 from vm5k.hypervisor import RunSettings, destroy_leftovers, destroy_run, ko_vms
 from vm5k.hypervisor.settings import DEFAULT_BOOT_TIMEOUT
 from vm5k.keys import ensure_run_key
@@ -224,8 +224,7 @@ def execute(context: RunContext) -> RunContext:
         record.status, record.message = INTERRUPTED, f"interrupted during {current}"
         _save(context, context.topology, quiet=True)
         if record.planned:
-            hint = (f"  continue it:   vm5k --resume {context.outdir}\n"
-                    f"  or remove all: vm5k --destroy {context.outdir}")
+            hint = go_on_hint(context.outdir)
             message = f"interrupted during the {current} step; the state is saved in {context.outdir}"
             raise Interrupted(message, hint) from None
         raise Interrupted(f"interrupted during the {current} step, before anything was reserved or started: "
