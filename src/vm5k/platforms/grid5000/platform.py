@@ -595,15 +595,18 @@ class Grid5000Platform:
         for site, nodes in by_site.items():
             doc = submit_deployment(self.api, site, nodes, env.spec(site), self.public_key or "", record.vlan,
                                     user=self.login, sleep=self.sleep)
-            log.info("deploying %s on %d hosts of %s (%s, attempt %d)", env.name, len(nodes), site,
-                     doc["uid"], attempt)
-            records.append(DeploymentRecord(site, str(doc["uid"]), nodes, env.name, attempt,
-                                            str(doc.get("status") or "processing")))
+            deployment = DeploymentRecord(site, str(doc["uid"]), nodes, env.name, attempt,
+                                          str(doc.get("status") or "processing"))
             for host in hosts:
                 if node_of(host) in nodes:
                     stamp(host, DEPLOY_STARTED)
-        record.deployments.extend(records)
-        self._save(topo, record)
+            # On record as soon as it runs, before anything says so: a run stopped from here on waits for
+            # it when resumed, and destroy knows it.
+            records.append(deployment)
+            record.deployments.append(deployment)
+            self._save(topo, record)
+            log.info("deploying %s on %d hosts of %s (%s, attempt %d)", env.name, len(nodes), site,
+                     doc["uid"], attempt)
         return records
 
     def _wait_deployments(self, records: Sequence[DeploymentRecord]) -> dict[str, float]:
