@@ -25,7 +25,7 @@ from g5k_testbed.auth import AuthenticationFailed
 from g5k_testbed.backend import NodeBackend
 from g5k_testbed.faults import ERROR_TEXTS
 from g5k_testbed.http_types import Reply, Request
-from g5k_testbed.reference import REFERENCE_VERSION
+from g5k_testbed.reference import REFERENCE_VERSION, Reference
 from g5k_testbed.routes import ADMIN_PREFIX, ADMIN_ROUTES, API_ROUTES, VERSION_PREFIXES, Router
 from g5k_testbed.testbed import ApiError, Testbed, TestbedConfig
 from g5k_testbed.timefmt import http_date
@@ -240,13 +240,16 @@ def start_server(
     host: str = "127.0.0.1",
     port: int = 0,
     backend: NodeBackend | None = None,
+    reference: Reference | None = None,
 ) -> ServerHandle:
     """Start the API in a background thread; port 0 picks a free port.
+
+    `reference` replaces the vendored data of `config.sites` (e.g. one extended with synthetic nodes).
 
     Admin endpoints (`/_testbed/...`) are on when `config.admin` is true.
     """
     config = config or TestbedConfig()
-    testbed = Testbed(config, backend=backend)
+    testbed = Testbed(config, backend=backend, reference=reference)
     try:
         server = _Server((host, port), testbed, admin=config.admin)
     except BaseException:

@@ -116,7 +116,7 @@ class Reference:
             for cluster_uid, docs in nodes.items():
                 cluster = clusters[cluster_uid]
                 for doc in docs:
-                    info = _node_info(name, cluster, doc)
+                    info = node_info(name, cluster, doc)
                     infos[info.fqdn] = info
             loaded[name] = SiteData(
                 name, site_docs[name], clusters, nodes, equipments["sites"].get(name, []), infos
@@ -129,7 +129,8 @@ def _load_cached(sites: tuple[str, ...] | None) -> Reference:
     return Reference._load(sites)
 
 
-def _node_info(site: str, cluster: dict[str, Any], doc: dict[str, Any]) -> NodeInfo:
+def node_info(site: str, cluster: dict[str, Any], doc: dict[str, Any]) -> NodeInfo:
+    """The schedulers' facts about one node of `cluster` on `site` (also used for synthetic nodes)."""
     fqdn = f"{doc['uid']}.{site}.{DOMAIN}"
     addresses = [fqdn]
     for adapter in doc.get("network_adapters", []):
