@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import itertools
 import json
 import math
 import os
@@ -43,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -445,15 +447,18 @@ ANCHORS: dict[str, tuple[float, str]] = {
 }
 
 
-def known_hosts_fit(samples: list[dict[str, float]]) -> tuple[float, float]:
-    """Least squares: CPU per recorded key = intercept + slope x lines in the file."""
-    xs = [s["lines"] for s in samples]
-    ys = [s["cpu_per_key_s"] for s in samples]
-    if len(xs) < 2:
-        return 0.0, (ys[0] if ys else 0.0)
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-    return slope, my - slope * mx
+def known_hosts_cost(samples: list[dict[str, float]], lines: float) -> float:
+    """CPU of recording one new key into a file of `lines` lines: the samples, linearly interpolated
+    (extrapolated in proportion to the lines beyond them)."""
+    points = sorted((s["lines"], s["cpu_per_key_s"]) for s in samples)
+    if not points:
+        return 0.0
+    if lines <= points[0][0]:
+        return points[0][1] * lines / points[0][0]
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if lines <= x1:
+            return y0 + (y1 - y0) * (lines - x0) / (x1 - x0)
+    return points[-1][1] * lines / points[-1][0]
 
 
 def model(hosts: int, vms: int, api: dict[str, Any], ssh: dict[str, Any],
@@ -472,8 +477,7 @@ def model(hosts: int, vms: int, api: dict[str, Any], ssh: dict[str, Any],
     cpu_hosts = hosts_cpu_host * hosts
     # every VM's first login records its key: one parse of the whole file, which holds hosts + k lines for
     # the k-th VM; the cost per key is linear in the file's lines (sampled above): summed over the VMs
-    slope, intercept = known_hosts_fit(known_hosts)
-    cpu_known = sum(intercept + slope * (hosts + k) for k in range(vms))
+    cpu_known = sum(known_hosts_cost(known_hosts, hosts + k) for k in range(vms))
     cpu_vms = (a["vms_step_cpu_per_vm_low_s"] * vms + cpu_known,
                a["vms_step_cpu_per_vm_high_s"] * vms + cpu_known)
     cpu_total = (cpu_fixed + cpu_hosts + cpu_vms[0], cpu_fixed + cpu_hosts + cpu_vms[1])
@@ -504,8 +508,8 @@ def model(hosts: int, vms: int, api: dict[str, Any], ssh: dict[str, Any],
                    "ssh_mb_per_host": round(ssh["mb_per_host"], 4),
                    "min_nproc": min_nproc, "max_vms_per_host": max_vms_per_host, "max_parallel": parallel,
                    "gateway_parallel": gateway_parallel,
-                   "known_hosts_us_per_line": round(1e6 * slope, 3),
-                   "known_hosts_us_per_key": round(1e6 * intercept, 1), **a},
+                   "known_hosts_ms_per_key": {int(k["lines"]): round(1e3 * k["cpu_per_key_s"], 2)
+                                              for k in known_hosts}, **a},
         "cpu": {"api_side_s": cpu_fixed, "hosts_step_s": cpu_hosts, "vms_step_s": cpu_vms,
                 "vms_known_hosts_s": cpu_known,
                 "total_s": cpu_total, "budget_s": budget},
@@ -631,6 +635,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         return child(args.child)
+    warnings.filterwarnings("ignore", module=r"asyncssh\..*")  # asyncssh's import warns about DSA
 
     sizes = sorted(int(s) for s in args.ssh.split(",") if s)
     wait_until_idle()
