@@ -534,17 +534,20 @@ def child_env(home: Path) -> dict[str, str]:
     return env
 
 
+SERVERS = ("testbed", "ssh-server")  # children that run until their stdin closes
+
+
 class Children:
     """The processes this benchmark started, stopped by PID at the end (also on Ctrl-C)."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
-        self.procs: list[subprocess.Popen[str]] = []
+        self.procs: list[tuple[str, subprocess.Popen[str]]] = []
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen([sys.executable, __file__, "--child", *args], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, env=self.env)
-        self.procs.append(proc)
+        self.procs.append((args[0], proc))
         return proc
 
     def run(self, *args: str) -> dict[str, Any]:
@@ -557,14 +560,21 @@ class Children:
         return result
 
     def stop(self) -> None:
-        for proc in self.procs:
+        """Servers are asked to stop (their stdin closed), workers still running get SIGTERM; whatever is
+        left after 10 s gets SIGKILL. Only our own children, by PID."""
+        for kind, proc in self.procs:
             if proc.poll() is None:
-                try:
-                    proc.stdin.close() if proc.stdin else None
-                    proc.wait(timeout=10)
-                except (OSError, subprocess.TimeoutExpired):
+                if proc.stdin is not None and not proc.stdin.closed:
+                    proc.stdin.close()
+                if kind not in SERVERS:
                     os.kill(proc.pid, signal.SIGTERM)
-                    proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        for _, proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def wait_until_idle() -> None:
@@ -638,7 +648,10 @@ def main() -> int:
     warnings.filterwarnings("ignore", module=r"asyncssh\..*")  # asyncssh's import warns about DSA
 
     sizes = sorted(int(s) for s in args.ssh.split(",") if s)
-    wait_until_idle()
+    try:
+        wait_until_idle()
+    except KeyboardInterrupt:
+        return 130  # nothing was started yet
     load_before = os.getloadavg()
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="vm5k-sim-"))
@@ -663,6 +676,7 @@ def main() -> int:
             if server.stdout.readline().strip() != "ready":
                 raise SystemExit("the SSH endpoints did not start")
             for size in sizes:
+                wait_until_idle()  # the busy flag may have come back since the start
                 ssh_results.append(children.run("ssh", str(size), str(folder), str(args.parallel)))
                 print(f"SSH side at {size} hosts: done", flush=True)
         children.stop()
