@@ -1,7 +1,7 @@
 """vm5k's control plane at 1,000 hosts and 10,000 VMs, by simulation (issue 15, "beyond this machine").
 
-    .venv/bin/python benchmarks/simulate_scale.py [--hosts 1000] [--vms 10000] [--ssh 50,100,200,400]
-                                                  [--image-mib 4] [--json FILE]
+    .venv/bin/python benchmarks/simulate_scale.py [--hosts 1000] [--vms 10000] [--ssh 125,250,500,1000]
+                                                  [--image-mib 1] [--json FILE]
 
 What runs for real, on this machine, all on 127.0.0.0/8 (HOME is a temporary folder, no proxy):
 
