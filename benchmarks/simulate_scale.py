@@ -434,7 +434,7 @@ ANCHORS: dict[str, tuple[float, str]] = {
     "hosts_step_cpu_per_host_s": (0.030, "measured (docs/scale.md: hosts step at 32 hosts, all 11 sessions)"),
     "vms_step_cpu_per_vm_low_s": (0.028, "measured (docs/scale.md: VMs step at 8 hosts, 16 VMs)"),
     "vms_step_cpu_per_vm_high_s": (0.049, "measured (docs/scale.md: VMs step at 32 hosts, 64 VMs, 430 s)"),
-    "vms_step_mb_per_vm_bound": (0.07, "measured bound (docs/scale.md: peak RSS 61-68 MB from 4 to 64 VMs)"),
+    "vms_step_mb_per_vm_bound": (0.07, "bound from runs (docs/scale.md: peak RSS 61 MB at 4 VMs, 65 at 64)"),
     "libvirt_first_calls_s": (0.73, "measured (docs/scale.md: libvirt's first calls on a fresh node)"),
     "boot_tcg_s": (7.2, "measured (docs/scale.md: one VM alone, TCG, start to SSH login)"),
     "boot_kvm_s": (5.0, "assumption (a KVM boot of debian12-min on a Grid'5000 node: a few seconds)"),
