@@ -395,7 +395,7 @@ def ssh_worker(count: int, folder: Path, parallel: int) -> dict[str, Any]:
 # -- known_hosts (child process) ---------------------------------------------------------------------------
 
 
-def known_hosts_worker(folder: Path, hosts: int, vms: int, sample: int = 20) -> dict[str, Any]:
+def known_hosts_worker(folder: Path, hosts: int, vms: int, sample: int = 10) -> dict[str, Any]:
     """Child: vm5k's `KnownHostsStore` recording new host keys into the run's known_hosts, as every first
     login to a host or a VM does, timed at several sizes of the file (`sample` new keys at each size).
 
@@ -416,11 +416,14 @@ def known_hosts_worker(folder: Path, hosts: int, vms: int, sample: int = 20) -> 
                                                pool[i % 64]) + "\n" for i in range(size))
         store = KnownHostsStore(path, record_new=True)
         store.load()
-        cpu = cpu_seconds()
-        for i in range(sample):  # a VM login: the store read, then the new key accepted and recorded
-            store.load()
-            store.accept(f"vm-new-{i}", None, pool[64 + i], f"10.255.0.{i + 1}")
-        rows.append({"lines": size, "cpu_per_key_s": (cpu_seconds() - cpu) / sample})
+        batches = []
+        for batch in range(3):  # the best of 3 batches: other processes' load only ever adds to a figure
+            cpu = cpu_seconds()
+            for i in range(sample):  # a VM login: the store read, then the new key accepted and recorded
+                store.load()
+                store.accept(f"vm-new-{batch}-{i}", None, pool[64 + i], f"10.255.{batch}.{i + 1}")
+            batches.append((cpu_seconds() - cpu) / sample)
+        rows.append({"lines": size, "cpu_per_key_s": min(batches), "batches": batches})
         path.unlink()
     return {"samples": rows}
 
@@ -764,7 +767,8 @@ def build_report(args: argparse.Namespace, served: dict[str, Any], api: dict[str
     from vm5k.remote.settings import PARALLEL_VIA_GATEWAY
 
     if known:
-        print("\n== known_hosts, ran: vm5k's KnownHostsStore recording a new key (load + accept) ==")
+        print("\n== known_hosts, ran: vm5k's KnownHostsStore recording a new key (load + accept), "
+              "best of 3 ==")
         print(table([[f"{r['lines']:,}", f"{1000 * r['cpu_per_key_s']:.2f} ms"] for r in known],
                     ["lines in the file", "CPU per new key"]))
     result = model(args.hosts, args.vms, api, largest, known, api["sites"], api["min_threads"],
