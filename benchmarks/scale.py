@@ -1,6 +1,7 @@
 """How vm5k grows with the fleet: the real `vm5k` command on testbeds of 2, 8, ... hosts, 2 tiny VMs each.
 
-    .venv/bin/python benchmarks/scale.py [--hosts 2,8] [--vms-per-host 2] [--json] [--profile DIR]
+    .venv/bin/python benchmarks/scale.py [--hosts 2,8] [--vms-per-host 2 | --vms N] [--mem 96] [--json]
+                                         [--profile DIR]
 
 Needs root. For each size N, in that order:
 
@@ -10,7 +11,7 @@ Needs root. For each size N, in that order:
    (`benchmarks/workflow.py`'s ``by_hand`` with one VM): the first libvirt calls on a fresh node, the image
    copy on a node, one VM booting alone (start → SSH login); the Kadeploy duration is the testbed's
    configured one (its status, else its default of 5 s);
-3. ``vm5k -n 2N -r rennes:N -t '<vm mem="192" hdd="2"/>' --forcedeploy`` with HOME in a temporary folder
+3. ``vm5k -n 2N -r rennes:N -t '<vm mem="96" hdd="2"/>' --forcedeploy`` with HOME in a temporary folder
    and ``VM5K_TESTBED_STATE`` pointing at this testbed, run through `benchmarks/vm5k_counted.py` (the same
    ``vm5k.cli.main``) which counts its SSH connections, SSH sessions (remote commands, copies),
    direct-tcpip channels (VM probes) and HTTP requests, in total and per step, with the CPU of each step;
@@ -56,7 +57,7 @@ from workflow import LOG_LINE, bring_down, bring_up, by_hand, load, sigterm_as_i
 
 STATE_ROOT = Path("/var/lib/vm5k-testbed")
 SITE = "rennes"
-TEMPLATE = '<vm mem="192" hdd="2"/>'
+TEMPLATE = '<vm mem="{mem}" hdd="2"/>'
 WALLTIME = "0:40:00"
 DEFAULT_KADEPLOY_S = 5.0
 COUNTER = Path(__file__).resolve().parent / "vm5k_counted.py"
@@ -94,9 +95,9 @@ def vm5k_env(testbed: LabTestbed, home: Path) -> dict[str, str]:
     return env
 
 
-def run_vm5k(testbed: LabTestbed, hosts: int, per_host: int, work: Path,
+def run_vm5k(testbed: LabTestbed, hosts: int, vms: int, mem: int, work: Path,
              profile: Path | None) -> dict[str, Any]:
-    """vm5k on `hosts` hosts with `per_host` VMs each, then --destroy: wall, CPU, RSS, counts per step."""
+    """vm5k with `vms` VMs of `mem` MiB on `hosts` hosts, then --destroy: wall, CPU, RSS, counts per step."""
     outdir = work / f"vm5k-{hosts}"
     home = work / "home"
     home.mkdir(exist_ok=True)
@@ -106,21 +107,21 @@ def run_vm5k(testbed: LabTestbed, hosts: int, per_host: int, work: Path,
     if profile is not None:
         profile.mkdir(parents=True, exist_ok=True)
         launcher += ["--profile", str(profile / f"vm5k-{hosts}-hosts.prof")]
-    argv = [*launcher, "--", "-n", str(hosts * per_host), "-r", f"{SITE}:{hosts}", "-w", WALLTIME,
-            "-t", TEMPLATE, "--forcedeploy", "-o", str(outdir)]
+    argv = [*launcher, "--", "-n", str(vms), "-r", f"{SITE}:{hosts}", "-w", WALLTIME,
+            "-t", TEMPLATE.format(mem=mem), "--forcedeploy", "-o", str(outdir)]
     before = load()
     run = run_measured(argv, env, work, 3600)
     result: dict[str, Any] = {k: v for k, v in run.items() if k not in ("stdout", "stderr")}
-    result.update(hosts=hosts, vms=hosts * per_host, load_before=before, load_after=load())
+    result.update(hosts=hosts, vms=vms, mem_mib=mem, load_before=before, load_after=load())
     if run["exit_status"] != 0:
         result["stderr_tail"] = run["stderr"][-2000:]
     try:
         topology = json.loads((outdir / "topology.json").read_text())
         result["steps"] = {name: round(float(s), 2) for name, s in topology["meta"]["run"]["steps"].items()}
-        vms = [vm for site in topology.get("sites", []) for cluster in site.get("clusters", [])
-               for host in cluster.get("hosts", []) for vm in host.get("vms", [])]
-        result["vms_ok"] = sum(1 for vm in vms if vm.get("state") == "OK")
-        boots = sorted(float(vm["boot_seconds"]) for vm in vms if vm.get("boot_seconds") is not None)
+        listed = [vm for site in topology.get("sites", []) for cluster in site.get("clusters", [])
+                  for host in cluster.get("hosts", []) for vm in host.get("vms", [])]
+        result["vms_ok"] = sum(1 for vm in listed if vm.get("state") == "OK")
+        boots = sorted(float(vm["boot_seconds"]) for vm in listed if vm.get("boot_seconds") is not None)
         result["first_vm_boot_s"] = boots[0] if boots else None
         result["last_vm_boot_s"] = boots[-1] if boots else None
         result.update(answers(outdir / "vm5k.log"))
@@ -244,6 +245,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", default="2,8", help="host counts (default 2,8)")
     parser.add_argument("--vms-per-host", type=int, default=2)
+    parser.add_argument("--vms", type=int, help="this many VMs at every size (what memory allows)")
+    parser.add_argument("--mem", type=int, default=96, help="guest MiB (default 96: tiny image)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     parser.add_argument("--profile", metavar="DIR", help="write a cProfile of each vm5k run in DIR")
     parser.add_argument("--floor", metavar="JSON", help="reuse the floor's parts of an earlier --json output")
@@ -269,7 +272,7 @@ def main() -> int:
                           flush=True)
                     if floor is None:
                         floor = measure_floor(testbed, work)
-                    run = run_vm5k(testbed, size, args.vms_per_host, work,
+                    run = run_vm5k(testbed, size, args.vms or size * args.vms_per_host, args.mem, work,
                                    Path(args.profile) if args.profile else None)
                     run["analysis"] = analyse(run, runs[0] if runs else None, floor)
                     runs.append(run)
