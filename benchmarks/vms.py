@@ -10,6 +10,10 @@
 (c) Where the image comes from: the local copy from the shared folder (``/grid5000``, as every node sees it)
     into the node's cache, against sending it from the frontend through the SSH layer (``transfer=chain``);
     both verified by sha256.
+(d) Density: for each guest memory and TCG translation cache (``--density 96:16,96:24,192:64``; ``mem:auto``
+    for vm5k's own sizing), 4 VMs booted in waves: mean and slowest boot, each QEMU's resident memory
+    once they answer, and their idle CPU (share of one core, over ``--idle`` seconds after the last
+    answered). This is what decides how many tiny VMs fit on this 24 GiB, 2-core machine.
 
 TCG here (this machine's /dev/kvm is not hardware KVM) and every node shares this machine's cores, so the
 figures come with the machine's load average, taken before each measurement. The VMs take addresses from a
@@ -17,6 +21,7 @@ figures come with the machine's load average, taken before each measurement. The
 
     .venv/bin/python benchmarks/vms.py              # its own testbed (rennes:1), brought down at the end
     .venv/bin/python benchmarks/vms.py --state /var/lib/vm5k-testbed/default --counts 1,2,4
+    .venv/bin/python benchmarks/vms.py --only density --density 96:auto,96:16,192:64
 """
 
 from __future__ import annotations
@@ -88,12 +93,12 @@ class Bench:
                            network=self.network, boot_timeout=600, recreate=0)
         return replace(base, **changes)
 
-    def topology(self, count: int) -> Topology:
+    def topology(self, count: int, mem: int = 256) -> Topology:
         topo = Topology()
         topo.add_host(self.status["nodes"][0]["site"], self.status["nodes"][0]["cluster"], Host(self.node))
         for index in range(count):
             ip, mac = pair(index)
-            vm = VM(f"vm-{index + 1}", mem=256, hdd=2, backing_file=self.image, ip=ip, mac=mac)
+            vm = VM(f"vm-{index + 1}", mem=mem, hdd=2, backing_file=self.image, ip=ip, mac=mac)
             topo.place(vm, self.node)
         return topo
 
@@ -178,6 +183,83 @@ async def image_copies(bench: Bench) -> dict[str, Any]:
     return figures
 
 
+def available_mib() -> float:
+    """The machine's MemAvailable: what booting VMs took from it is the density figure that matters."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def qemu_usage(domains: list[str]) -> dict[str, tuple[int, float, int]]:
+    """Each domain's QEMU: resident KiB, CPU seconds so far and proportional KiB (PSS: the kernel, initrd and
+    QEMU's own pages are shared between VMs). The nodes' processes are this machine's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[str, tuple[int, float, int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            if not args or not args[0].endswith(b"qemu-system-x86_64"):
+                continue
+            option = next((a.decode() for a in args if a.startswith(b"guest=")), "")
+            name = option[len("guest="):].split(",")[0]
+            if name not in domains:
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            rss_kib = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024
+            pss_kib = next(int(line.split()[1]) for line in (proc / "smaps_rollup").read_text().splitlines()
+                           if line.startswith("Pss:"))
+            found[name] = (rss_kib, (int(fields[11]) + int(fields[12])) / tick, pss_kib)
+        except StopIteration:
+            continue
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+    return found
+
+
+async def density(bench: Bench, combos: list[tuple[int, int | None]], idle: float) -> list[dict[str, Any]]:
+    rows = []
+    for mem, tb in combos:
+        label = f"{mem}:{tb or 'auto'}"
+        settings = bench.settings(f"bench-d{mem}-{tb or 'a'}", **({"tcg_tb_cache_mib": tb} if tb else {}))
+        topo = bench.topology(4, mem=mem)
+        try:
+            topo, _ = await bench.timed(setup_hosts, topo, settings)
+            topo, _ = await bench.timed(setup_service, topo, settings)
+            before, free_before = load(), available_mib()
+            topo, seconds = await bench.timed(deploy_vms, topo, settings)
+            failed = ko_vms(topo)
+            boots = [float(vm.extra.get("boot_seconds", 0)) for vm in topo.vms()]
+            domains = [settings.layout.domain_name(vm.id) for vm in topo.vms()]
+            first = qemu_usage(domains)
+            await asyncio.sleep(idle)
+            last = qemu_usage(domains)
+            taken = (free_before - available_mib()) / len(domains)
+            rss = [last[d][0] / 1024 for d in domains if d in last]
+            pss = [last[d][2] / 1024 for d in domains if d in last]
+            cpu = [(last[d][1] - first[d][1]) / idle for d in domains if d in last and d in first]
+            row = {"mem_mib": mem, "tb_cache_mib": tb or "auto", "all_answer_s": round(seconds, 1),
+                   "mean_boot_s": round(sum(boots) / len(boots), 1), "slowest_boot_s": round(max(boots), 1),
+                   "rss_mib_mean": round(sum(rss) / max(len(rss), 1)),
+                   "rss_mib_max": round(max(rss, default=0)),
+                   "pss_mib_mean": round(sum(pss) / max(len(pss), 1)), "machine_mib_per_vm": round(taken),
+                   "idle_cpu_share": round(sum(cpu) / max(len(cpu), 1), 4), "ko": len(failed),
+                   "load_before": before, "load_after": load()}
+            rows.append(row)
+            print(f"  {label}: 4 VMs answer in {seconds:.1f} s (mean boot {row['mean_boot_s']} s, "
+                  f"slowest {row['slowest_boot_s']} s, KO {len(failed)}); QEMU RSS mean "
+                  f"{row['rss_mib_mean']} MiB, max {row['rss_mib_max']} MiB, PSS {row['pss_mib_mean']} MiB; "
+                  f"the machine's MemAvailable fell by {row['machine_mib_per_vm']} MiB per VM; idle CPU "
+                  f"{100 * row['idle_cpu_share']:.2f} % of a core per VM (load {before} -> "
+                  f"{row['load_after']})",
+                  flush=True)
+        finally:
+            await bench.destroy(topo, settings)
+    return rows
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM (e.g. from timeout) cleans up like Ctrl-C: VMs destroyed, testbed down
 
@@ -190,7 +272,10 @@ def main() -> int:
     parser.add_argument("--counts", default="1,2,4,8", help="VMs per host for the boot curve")
     parser.add_argument("--all-at-once", action="store_true", help="also start the largest count in one wave")
     parser.add_argument("--json", help="write the figures to this file")
-    parser.add_argument("--only", choices=("image", "rerun", "curve"), help="run one part only")
+    parser.add_argument("--only", choices=("image", "rerun", "curve", "density"), help="run one part only")
+    parser.add_argument("--density", default="96:auto,96:16,96:32,192:auto,192:64",
+                        help="guest MiB:translation-cache MiB (or auto) pairs for the density part")
+    parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU measured per VM")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     counts = [int(x) for x in args.counts.split(",")]
@@ -219,6 +304,11 @@ def main() -> int:
             if args.only in (None, "curve"):
                 print("(a) boot curve: VMs per host, waves of nproc", flush=True)
                 results["boot_curve"] = asyncio.run(boot_curve(bench, counts, args.all_at_once))
+            if args.only in (None, "density"):
+                print("(d) density: guest memory and translation cache, 4 VMs", flush=True)
+                combos = [(int(m), None if t == "auto" else int(t))
+                          for m, t in (pair_.split(":") for pair_ in args.density.split(","))]
+                results["density"] = asyncio.run(density(bench, combos, args.idle))
     finally:
         if own:
             down = testbed("down", "--state", state, timeout=600)

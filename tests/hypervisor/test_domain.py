@@ -50,6 +50,14 @@ def test_tcg_domain_has_a_small_translation_cache_and_no_host_cpu() -> None:
     assert root.find("cpu") is None
 
 
+@pytest.mark.parametrize(("memory", "cache"), [(96, "32"), (192, "48"), (1024, "256"), (8192, "512")])
+def test_tcg_translation_cache_follows_the_guest_memory_unless_set(memory: int, cache: str) -> None:
+    root = ET.fromstring(domain_xml(spec(accel="tcg", memory_mib=memory)))
+    assert root.findtext("features/tcg/tb-cache") == cache
+    fixed = ET.fromstring(domain_xml(spec(accel="tcg", memory_mib=memory, tb_cache_mib=40)))
+    assert fixed.findtext("features/tcg/tb-cache") == "40"
+
+
 def test_kvm_domain_uses_host_model_and_no_tcg_features() -> None:
     root = ET.fromstring(domain_xml(spec(accel="kvm")))
     assert root.get("type") == "kvm"

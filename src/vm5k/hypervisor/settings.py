@@ -136,7 +136,8 @@ class RunSettings:
     boot_timeout: seconds a VM has to answer SSH (from its start) before it is recreated, then KO.
     recreate: how many times a VM that does not come up is destroyed and created again.
     boot_parallel: VMs booting at once per host; None: the host's ``nproc``.
-    tcg_tb_cache_mib: TCG translation cache per VM (QEMU's default is far bigger: RAM matters here).
+    tcg_tb_cache_mib: TCG translation cache per VM; None sizes it from each VM's memory
+        (`vm5k.hypervisor.domain.tb_cache_for`: a quarter, 32-512 MiB; QEMU's default is 1 GiB).
     vm_user: the user readiness logs in as.
     """
 
@@ -155,7 +156,7 @@ class RunSettings:
     boot_timeout: float = DEFAULT_BOOT_TIMEOUT
     recreate: int = 1
     boot_parallel: int | None = None
-    tcg_tb_cache_mib: int = 64
+    tcg_tb_cache_mib: int | None = None
     vm_user: str = "root"
 
     def __post_init__(self) -> None:
@@ -174,7 +175,7 @@ class RunSettings:
             raise UsageError(f"invalid bridge name {self.bridge!r}")
         if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", self.vm_user):
             raise UsageError(f"invalid VM user {self.vm_user!r}")
-        if self.boot_timeout <= 0 or self.recreate < 0 or self.tcg_tb_cache_mib < 1:
+        if self.boot_timeout <= 0 or self.recreate < 0 or (self.tcg_tb_cache_mib or 1) < 1:
             raise UsageError("boot timeout and TCG cache must be positive, recreate at least 0")
         if self.boot_parallel is not None and self.boot_parallel < 1:
             raise UsageError("boot_parallel must be at least 1")
