@@ -175,7 +175,8 @@ class RunSettings:
             raise UsageError(f"invalid bridge name {self.bridge!r}")
         if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", self.vm_user):
             raise UsageError(f"invalid VM user {self.vm_user!r}")
-        if self.boot_timeout <= 0 or self.recreate < 0 or (self.tcg_tb_cache_mib or 1) < 1:
+        cache = self.tcg_tb_cache_mib
+        if self.boot_timeout <= 0 or self.recreate < 0 or (cache is not None and cache < 1):
             raise UsageError("boot timeout and TCG cache must be positive, recreate at least 0")
         if self.boot_parallel is not None and self.boot_parallel < 1:
             raise UsageError("boot_parallel must be at least 1")
