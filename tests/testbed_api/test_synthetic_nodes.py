@@ -13,7 +13,7 @@ from g5k_testbed.auth import AuthConfig
 from g5k_testbed.http_server import start_server
 from g5k_testbed.reference import Reference
 from g5k_testbed.reference_synthetic import with_synthetic_nodes
-from g5k_testbed.testbed import TestbedConfig
+from g5k_testbed.testbed import TestbedConfig as Config
 
 T0 = 1_700_000_000
 HEADERS = {"Accept": "application/json", "X-Api-User-CN": "alice"}
@@ -53,8 +53,8 @@ def test_the_api_serves_schedules_and_deploys_synthetic_nodes() -> None:
     base = Reference.load(["nancy"])
     size = len(base.sites["nancy"].nodes["gros"])
     reference = with_synthetic_nodes(base, {("nancy", "gros"): 5})
-    config = TestbedConfig(sites=["nancy"], frozen_clock=T0, tick_interval=0,
-                           auth=AuthConfig(users=None, inside_user="alice"))
+    config = Config(sites=["nancy"], frozen_clock=T0, tick_interval=0,
+                    auth=AuthConfig(users=None, inside_user="alice"))
     handle = start_server(config, reference=reference)
     try:
         url = handle.url
