@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vm5k_counted import Counting
+from vm5k_counted import Counting, counting
 
 T0 = 1_700_000_000
 SSH_PORT = 2222
@@ -97,18 +97,6 @@ class Phases:
         for key, value in self.counter.counts.items():
             row[key] = value - before.get(key, 0)
         self.rows.append(row)
-
-
-def counting(*loggers: tuple[str, int]) -> Counting:
-    import logging
-
-    handler = Counting()
-    for name, level in loggers:
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = False
-    return handler
 
 
 # -- the testbed (child process) ---------------------------------------------------------------------------

@@ -46,6 +46,17 @@ class Counting(logging.Handler):
                 return
 
 
+def counting(*loggers: tuple[str, int]) -> Counting:
+    """A `Counting` handler attached to each (logger, level), which then keeps its records to itself."""
+    handler = Counting()
+    for name, level in loggers:
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
+    return handler
+
+
 def main() -> int:
     counts_file = sys.argv[1]
     rest = sys.argv[2:]
@@ -54,13 +65,8 @@ def main() -> int:
         profile, rest = rest[1], rest[2:]
     if rest[:1] == ["--"]:
         rest = rest[1:]
-    handler = Counting()
     # asyncssh logs connections at info; its connection/channel loggers are children of "asyncssh"
-    for name, level in (("asyncssh", logging.INFO), ("urllib3.connectionpool", logging.DEBUG)):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = False
+    handler = counting(("asyncssh", logging.INFO), ("urllib3.connectionpool", logging.DEBUG))
 
     from vm5k import runstate
     from vm5k.cli import main as vm5k_main

@@ -38,6 +38,11 @@ def known_hosts_pattern(host: str, port: int | None) -> str:
     return host if port in (None, 22) else f"[{host}]:{port}"
 
 
+def _stamp(stat: os.stat_result) -> tuple[int, ...]:
+    """What tells whether a file changed since it was read: inode, size and modification time."""
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 def known_hosts_line(host: str, port: int | None, key: asyncssh.SSHKey) -> str:
     """One known_hosts line for ``key`` of ``host`` (no trailing newline)."""
     public = key.export_public_key("openssh").decode().split()
@@ -76,8 +81,7 @@ class KnownHostsStore:
         # Read again only when the file changed (a key recorded, an edit): every connection and every VM
         # login asks for it, and parsing it is what grows with the fleet.
         try:
-            stat = path.stat()
-            stamp: tuple[int, ...] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            stamp = _stamp(path.stat())
         except FileNotFoundError:
             stamp = ()
         if self._loaded is not None and self._loaded[0] == stamp:
@@ -139,11 +143,10 @@ class KnownHostsStore:
             after = self.path.stat()
         except FileNotFoundError:
             return
-        unchanged = stamp == (before.st_ino, before.st_size, before.st_mtime_ns)
-        if unchanged and after.st_ino == before.st_ino and \
+        if stamp == _stamp(before) and after.st_ino == before.st_ino and \
                 after.st_size == before.st_size + len(line.encode()) + 1:
             known.load(line + "\n")
-            self._loaded = ((after.st_ino, after.st_size, after.st_mtime_ns), known)
+            self._loaded = (_stamp(after), known)
 
     def explain_refusal(self, host: str, port: int | None) -> str:
         """Why a host key was refused, in one line, with what to do about it."""
